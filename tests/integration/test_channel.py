@@ -1,0 +1,124 @@
+"""What a converged channel host promises: TLS, auth, the tree, the index, an install."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import ssl
+import urllib.error
+from pathlib import Path
+
+import pytest
+from conftest import Channel, fetch
+from support.client import run_install, write_auth_file
+
+DEFAULT_SUBDIRS = ["noarch", "linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]
+SAMPLE = "hello-condaport"
+
+
+def _sample_filename(repodata: dict) -> str:
+    names = [n for n, r in repodata["packages.conda"].items() if r["name"] == SAMPLE]
+    assert names, f"{SAMPLE} is not in noarch/repodata.json"
+    return names[0]
+
+
+@pytest.mark.parametrize("auth", [None, ("reader", "wrong-password"), ("nobody", "x")])
+def test_repodata_refuses_missing_or_wrong_credentials(channel: Channel, auth) -> None:
+    answer = fetch(f"{channel.url}/noarch/repodata.json", ca_file=channel.ca_file, auth=auth)
+    assert answer.status == 401
+    assert "Basic" in answer.headers.get("WWW-Authenticate", "")
+
+
+@pytest.mark.parametrize("subdir", DEFAULT_SUBDIRS)
+@pytest.mark.parametrize("name", ["repodata.json", "repodata.json.zst"])
+def test_every_subdir_is_indexed_even_when_empty(channel: Channel, subdir: str, name: str) -> None:
+    answer = fetch(
+        f"{channel.url}/{subdir}/{name}",
+        ca_file=channel.ca_file,
+        auth=(channel.user, channel.password),
+    )
+    assert answer.status == 200
+    if name == "repodata.json":
+        assert json.loads(answer.body)["info"]["subdir"] == subdir
+
+
+def test_missing_subdir_answers_404(channel: Channel) -> None:
+    answer = fetch(
+        f"{channel.url}/linux-ppc64le/repodata.json",
+        ca_file=channel.ca_file,
+        auth=(channel.user, channel.password),
+    )
+    assert answer.status == 404
+
+
+@pytest.mark.parametrize(
+    "path", [".tmp/", "noarch/.cache/cache.db", ".cache/x", "noarch/.hidden.conda", "noarch/"]
+)
+@pytest.mark.parametrize("with_auth", [False, True])
+def test_dot_paths_and_directories_are_not_served(
+    channel: Channel, path: str, with_auth: bool
+) -> None:
+    auth = (channel.user, channel.password) if with_auth else None
+    answer = fetch(f"{channel.url}/{path}", ca_file=channel.ca_file, auth=auth)
+    assert answer.status == 404
+
+
+def test_tls_is_verified_against_the_generated_ca(channel: Channel) -> None:
+    # A client trusting only the system store must refuse the private CA's certificate.
+    with pytest.raises(urllib.error.URLError) as refused:
+        fetch(f"{channel.url}/noarch/repodata.json", ca_file=None)
+    assert isinstance(refused.value.reason, ssl.SSLCertVerificationError)
+    answer = fetch(f"{channel.url}/noarch/repodata.json", ca_file=channel.ca_file)
+    assert answer.status == 401  # the TLS handshake succeeded; auth comes next
+
+
+def test_http_redirects_to_https(channel: Channel) -> None:
+    answer = fetch(f"{channel.http_url}/noarch/repodata.json", ca_file=None)
+    assert answer.status == 301
+    assert answer.headers["Location"] == f"{channel.url}/noarch/repodata.json"
+
+
+def test_published_package_is_listed_and_downloads_intact(channel: Channel, repodata: dict) -> None:
+    filename = _sample_filename(repodata)
+    record = repodata["packages.conda"][filename]
+    local = channel.published_dir / filename
+    assert record["sha256"] == hashlib.sha256(local.read_bytes()).hexdigest()
+    answer = fetch(
+        f"{channel.url}/noarch/{filename}",
+        ca_file=channel.ca_file,
+        auth=(channel.user, channel.password),
+    )
+    assert answer.status == 200
+    assert hashlib.sha256(answer.body).hexdigest() == record["sha256"]
+
+
+def test_rattler_installs_the_package_with_credentials(channel: Channel, tmp_path: Path) -> None:
+    auth_file = write_auth_file(tmp_path / "auth.json", channel.url, channel.user, channel.password)
+    prefix = tmp_path / "env"
+    result = run_install(
+        channel.url,
+        [SAMPLE],
+        prefix,
+        auth_file=auth_file,
+        ca_file=channel.ca_file,
+        cache_dir=tmp_path / "cache",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (prefix / "share" / SAMPLE / "hello.txt").read_text().strip() == "hello from condaport"
+    metadata = "".join(p.read_text() for p in (prefix / "conda-meta").glob("*.json"))
+    assert channel.password not in metadata
+
+
+def test_rattler_with_a_wrong_password_gets_401(channel: Channel, tmp_path: Path) -> None:
+    auth_file = write_auth_file(tmp_path / "auth.json", channel.url, channel.user, "not-it")
+    result = run_install(
+        channel.url,
+        [SAMPLE],
+        tmp_path / "env",
+        auth_file=auth_file,
+        ca_file=channel.ca_file,
+        cache_dir=tmp_path / "cache",
+    )
+    assert result.returncode != 0
+    assert "401" in result.stderr
+    assert not (tmp_path / "env" / "share" / SAMPLE).exists()

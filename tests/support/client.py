@@ -1,0 +1,95 @@
+"""Install packages from a condaport channel with py-rattler, the way a user's client would.
+
+Credentials come from a rattler auth file (RATTLER_AUTH_FILE) and trust in the channel's CA
+from SSL_CERT_FILE, both set by `run_install` for the child process only; the password is
+never part of a URL, so it cannot leak into `conda-meta/*.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from urllib.parse import urlsplit
+
+# Variables on this machine that would override the CA we mean to test.
+_CA_OVERRIDES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "SSL_CERT_DIR")
+
+
+def write_auth_file(path: Path, channel_url: str, user: str, password: str) -> Path:
+    """Write a rattler auth file for the channel's host (rattler keys it by host, no port)."""
+    host = urlsplit(channel_url).hostname or ""
+    entry = {host: {"BasicHTTP": {"username": user, "password": password}}}
+    path.write_text(json.dumps(entry))
+    path.chmod(0o600)
+    return path
+
+
+def client_env(auth_file: Path | None, ca_file: Path | None, cache_dir: Path) -> dict[str, str]:
+    """Environment for a client process that trusts only `ca_file` (or the system store)."""
+    env = {k: v for k, v in os.environ.items() if k not in _CA_OVERRIDES}
+    env.pop("RATTLER_AUTH_FILE", None)
+    env["RATTLER_CACHE_DIR"] = str(cache_dir)
+    if auth_file is not None:
+        env["RATTLER_AUTH_FILE"] = str(auth_file)
+    if ca_file is not None:
+        env["SSL_CERT_FILE"] = str(ca_file)
+    return env
+
+
+def run_install(
+    channel_url: str,
+    specs: list[str],
+    prefix: Path,
+    *,
+    auth_file: Path | None,
+    ca_file: Path | None,
+    cache_dir: Path,
+) -> subprocess.CompletedProcess[str]:
+    """Run this module's `install` command in a child process with a clean client env."""
+    argv = [sys.executable, __file__, "install", "--channel", channel_url, "--prefix", str(prefix)]
+    return subprocess.run(
+        [*argv, *specs],
+        env=client_env(auth_file, ca_file, cache_dir),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+
+
+async def _install(channel_url: str, specs: list[str], prefix: Path) -> list[str]:
+    import rattler
+
+    records = await rattler.solve(
+        sources=[rattler.Channel(channel_url)],
+        specs=specs,
+        platforms=[rattler.Platform.current(), rattler.Platform("noarch")],
+    )
+    await rattler.install(records, target_prefix=prefix, show_progress=False)
+    return [f"{r.name.normalized}-{r.version}-{r.build}" for r in records]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    install = sub.add_parser("install", help="solve and install specs into a new prefix")
+    install.add_argument("--channel", required=True, help="channel URL, without credentials")
+    install.add_argument("--prefix", required=True, type=Path)
+    install.add_argument("specs", nargs="+")
+    args = parser.parse_args(argv)
+    try:
+        installed = asyncio.run(_install(args.channel, args.specs, args.prefix))
+    except Exception as exc:  # the client's own error text is what a user would read
+        print(f"install from {args.channel} failed: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"installed": installed, "prefix": str(args.prefix)}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
