@@ -29,7 +29,7 @@ def test_nginx_config_tests_clean_and_the_service_runs(host) -> None:
     nginx = host.service("nginx")
     assert nginx.is_running
     assert nginx.is_enabled
-    assert host.socket("tcp://0.0.0.0:443").is_listening
+    assert host.socket("tcp://0.0.0.0:18443").is_listening
 
 
 @pytest.mark.parametrize("path", ["/srv/condaport/channels/main/noarch"])

@@ -1,0 +1,71 @@
+# The README's two commands are `make demo` and `make test`; .ci/run calls `make test`.
+SHELL := /bin/bash
+.SHELLFLAGS := -euo pipefail -c
+.DEFAULT_GOAL := help
+
+VENV ?= .venv
+BIN := $(abspath $(VENV))/bin
+export PATH := $(BIN):$(PATH)
+export CONTAINERS_CONF := $(abspath molecule/resources/containers.conf)
+export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns
+
+.PHONY: help
+help:
+	@echo "make demo   - a channel host in a local container, a package published and installed over HTTPS"
+	@echo "make test   - lint, unit tests and the Molecule scenarios"
+	@echo "make bench  - benchmarks (print numbers)"
+	@echo "make clean  - remove the demo container and generated artifacts"
+
+.PHONY: system-deps
+system-deps:
+	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+$(VENV)/.installed: requirements.txt requirements.yml
+	python3 -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -r requirements.txt
+	$(BIN)/ansible-galaxy collection install -r requirements.yml
+	touch $@
+
+.PHONY: deps
+deps: system-deps $(VENV)/.installed
+
+.PHONY: images
+images: deps
+	molecule/resources/build-images.sh
+
+.PHONY: lint
+lint: deps
+	yamllint --strict .
+	ansible-lint --profile production
+	ruff check .
+	ruff format --check .
+
+.PHONY: unit
+unit: deps
+	pytest -q tests/unit
+
+.PHONY: molecule
+molecule: images
+	molecule test --scenario-name default
+
+.PHONY: test
+test: lint unit molecule
+
+.PHONY: demo
+demo: images
+	scripts/demo.sh
+
+.PHONY: bench
+bench: deps
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+
+.PHONY: clean
+clean:
+	-podman rm -f condaport-demo >/dev/null 2>&1
+	rm -rf artifacts

@@ -1,0 +1,73 @@
+#!/usr/bin/env bash
+# `make demo`: a channel host in a local podman container, converged by site.yml, the
+# sample package built, published and installed over HTTPS with a password by py-rattler.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=molecule/resources/podman-env.sh
+source molecule/resources/podman-env.sh
+
+container=condaport-demo
+https_port=8443
+http_port=8080
+channel_url="https://localhost:${https_port}/main"
+artifacts="$(pwd)/artifacts"
+dist="${artifacts}/demo/dist"
+ca="${artifacts}/ca/${container}.crt"
+export CONDAPORT_DEMO_PASSWORD="${CONDAPORT_DEMO_PASSWORD:-demo-only-password}"
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "Channel host container ${container}"
+if ! podman container exists "${container}"; then
+  podman run -d --name "${container}" --hostname "${container}" \
+    --systemd=always -p "127.0.0.1:${https_port}:${https_port}" -p "127.0.0.1:${http_port}:${http_port}" \
+    localhost/condaport-debian-systemd:12 /lib/systemd/systemd >/dev/null
+elif [[ "$(podman inspect -f '{{.State.Running}}' "${container}")" != "true" ]]; then
+  podman start "${container}" >/dev/null
+fi
+
+step "Sample package (py-rattler-build)"
+if ! compgen -G "${dist}/*.conda" >/dev/null; then
+  python tests/support/build_sample.py "${dist}" 2>/dev/null
+fi
+ls -l "${dist}"
+
+step "ansible-playbook site.yml (converge and publish)"
+ansible-playbook -i inventories/demo/hosts.yml site.yml \
+  -e "condaport_publish_source_dir=${dist}" -e "condaport_tls_ca_fetch_dir=${artifacts}/ca"
+
+step "Install hello-condaport with py-rattler over HTTPS, password from an auth file"
+auth_file="${artifacts}/demo/rattler-auth.json"
+prefix="${artifacts}/demo/env"
+rm -rf "${prefix}"
+python - "${auth_file}" "${channel_url}" "${CONDAPORT_DEMO_PASSWORD}" <<'PY'
+import sys
+from pathlib import Path
+sys.path.insert(0, "tests")
+from support.client import write_auth_file
+write_auth_file(Path(sys.argv[1]), sys.argv[2], "demo", sys.argv[3])
+PY
+RATTLER_AUTH_FILE="${auth_file}" SSL_CERT_FILE="${ca}" \
+  env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE -u SSL_CERT_DIR \
+  python tests/support/client.py install --channel "${channel_url}" --prefix "${prefix}" hello-condaport
+echo "installed file: $(cat "${prefix}/share/hello-condaport/hello.txt")"
+
+cat <<USAGE
+
+The channel is up.
+  URL:         ${channel_url}
+  user:        demo (password: \$CONDAPORT_DEMO_PASSWORD)
+  CA to trust: ${ca}
+
+conda (~/.condarc, credentials in ~/.netrc, never in the URL):
+  channels: [${channel_url}]
+  ssl_verify: ${ca}
+  ~/.netrc:   machine localhost login demo password <password>
+
+pixi / rattler (credentials in an auth file, CA through SSL_CERT_FILE):
+  export RATTLER_AUTH_FILE=${auth_file}
+  export SSL_CERT_FILE=${ca}
+  pixi add --channel ${channel_url} hello-condaport
+
+Remove it all with: make clean
+USAGE
