@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Builds the Debian 12 images the Molecule scenarios and the demo run on.
+# Builds the Debian 12 images the Molecule scenarios and the demo run on: a host as a
+# provider hands it over (systemd, sudo, python3).
 # No container registry is reachable from CI, so the base image is made with
 # debootstrap and a systemd layer is built on top. Existing images are reused.
 set -euo pipefail
