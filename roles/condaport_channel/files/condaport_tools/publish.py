@@ -1,0 +1,218 @@
+"""Move validated packages from a staging folder into a channel.
+
+`inventory` tells the playbook what the channel already holds, so only missing or changed
+files are uploaded. `place` validates every staged file, then renames the good ones into
+the subdir their own info/index.json names, under the channel lock. Nothing in the channel
+is touched by a refused file; staged files are removed once handled.
+"""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import json
+import os
+import shutil
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from condaport_tools.locking import LockTimeout, channel_lock
+from condaport_tools.packages import PackageInfo, Rejected, inspect_package, sha256_of, split_name
+
+EXIT_REJECTED = 3
+
+
+@dataclass
+class Outcome:
+    added: list[str] = field(default_factory=list)
+    replaced: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, list]:
+        return {
+            "added": self.added,
+            "replaced": self.replaced,
+            "unchanged": self.unchanged,
+            "rejected": self.rejected,
+        }
+
+
+def _repodata_hashes(subdir_dir: Path) -> dict[str, tuple[int, str]]:
+    """filename -> (size, sha256) as the subdir's repodata.json records them."""
+    try:
+        repodata = json.loads((subdir_dir / "repodata.json").read_text())
+    except (OSError, ValueError):
+        return {}
+    known = {}
+    for key in ("packages", "packages.conda"):
+        for filename, record in (repodata.get(key) or {}).items():
+            if record.get("sha256") and record.get("size") is not None:
+                known[filename] = (int(record["size"]), record["sha256"])
+    return known
+
+
+def inventory(channels_root: Path, channel: str) -> dict[str, dict]:
+    """Every package file in the channel with its subdir, size and sha256.
+
+    Hashes come from repodata when the size on disk agrees (cheap for large channels) and
+    are computed otherwise.
+    """
+    channel_dir = channels_root / channel
+    if not channel_dir.is_dir():
+        raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
+    packages: dict[str, dict] = {}
+    for subdir_dir in sorted(p for p in channel_dir.iterdir() if p.is_dir()):
+        if subdir_dir.name.startswith("."):
+            continue
+        known = _repodata_hashes(subdir_dir)
+        for entry in sorted(subdir_dir.iterdir()):
+            if entry.name.startswith(".") or not entry.is_file():
+                continue
+            try:
+                split_name(entry.name)
+            except Rejected:
+                continue
+            size = entry.stat().st_size
+            recorded = known.get(entry.name)
+            sha = recorded[1] if recorded and recorded[0] == size else sha256_of(entry)
+            packages[entry.name] = {"subdir": subdir_dir.name, "sha256": sha, "size": size}
+    return packages
+
+
+def _existing(channel_dir: Path, filename: str) -> Path | None:
+    """Where a file of this name already lives in the channel, whatever its subdir."""
+    for subdir_dir in channel_dir.iterdir():
+        candidate = subdir_dir / filename
+        if not subdir_dir.name.startswith(".") and candidate.is_file():
+            return candidate
+    return None
+
+
+def _move_into_place(source: Path, target: Path) -> None:
+    """Atomic for readers: the final name appears whole, with mode 0644, or not at all."""
+    partial = target.with_name(f".{target.name}.partial")
+    try:
+        os.rename(source, partial)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        with source.open("rb") as reader, partial.open("wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+            writer.flush()
+            os.fsync(writer.fileno())
+        source.unlink()
+    os.chmod(partial, 0o644)
+    os.replace(partial, target)
+    directory = os.open(target.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def place(
+    channels_root: Path,
+    state_dir: Path,
+    channel: str,
+    staging: Path,
+    allowed_subdirs: list[str] | None,
+    *,
+    overwrite: bool = False,
+    all_or_nothing: bool = False,
+) -> Outcome:
+    channel_dir = channels_root / channel
+    if not channel_dir.is_dir():
+        raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
+    outcome = Outcome()
+    staged = sorted(p for p in staging.iterdir())
+    accepted: list[tuple[Path, PackageInfo]] = []
+    for path in staged:
+        try:
+            info = inspect_package(path, allowed_subdirs)
+            if not (channel_dir / info.subdir).is_dir():
+                raise Rejected(f"subdir {info.subdir!r} does not exist in channel {channel!r}")
+            accepted.append((path, info))
+        except Rejected as exc:
+            outcome.rejected.append({"file": path.name, "reason": str(exc)})
+        except OSError as exc:
+            outcome.rejected.append({"file": path.name, "reason": f"unreadable: {exc}"})
+
+    with channel_lock(state_dir, channel):
+        # Decided under the lock: another publisher may have placed the same name meanwhile.
+        to_place: list[tuple[Path, PackageInfo, bool]] = []
+        for path, info in accepted:
+            current = _existing(channel_dir, info.filename)
+            if current is None:
+                to_place.append((path, info, False))
+            elif current.parent.name == info.subdir and sha256_of(current) == info.sha256:
+                outcome.unchanged.append(f"{info.subdir}/{info.filename}")
+            elif overwrite and current.parent.name == info.subdir:
+                to_place.append((path, info, True))
+            else:
+                where = f"{current.parent.name}/{current.name}"
+                outcome.rejected.append(
+                    {
+                        "file": path.name,
+                        "reason": f"{where} is already in the channel with different content"
+                        + ("" if overwrite else " (set overwrite to replace it)"),
+                    }
+                )
+        if not (all_or_nothing and outcome.rejected):
+            for path, info, replacing in to_place:
+                _move_into_place(path, channel_dir / info.subdir / info.filename)
+                (outcome.replaced if replacing else outcome.added).append(
+                    f"{info.subdir}/{info.filename}"
+                )
+    for path in staged:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+    return outcome
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="condaport-publish", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    inv = sub.add_parser("inventory", help="list the channel's package files with sha256")
+    inv.add_argument("--channels-root", type=Path, required=True)
+    inv.add_argument("--channel", required=True)
+    put = sub.add_parser("place", help="validate staged files and move them into the channel")
+    put.add_argument("--channels-root", type=Path, required=True)
+    put.add_argument("--state-dir", type=Path, required=True)
+    put.add_argument("--channel", required=True)
+    put.add_argument("--staging", type=Path, required=True)
+    put.add_argument("--subdir", action="append", help="a subdir the channel serves (repeatable)")
+    put.add_argument("--overwrite", action="store_true")
+    put.add_argument("--all-or-nothing", action="store_true")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "inventory":
+            print(json.dumps({"packages": inventory(args.channels_root, args.channel)}))
+            return 0
+        outcome = place(
+            args.channels_root,
+            args.state_dir,
+            args.channel,
+            args.staging,
+            args.subdir,
+            overwrite=args.overwrite,
+            all_or_nothing=args.all_or_nothing,
+        )
+    except (LockTimeout, OSError) as exc:
+        print(f"condaport-publish: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps(outcome.as_dict()))
+    for entry in outcome.rejected:
+        print(f"refused {entry['file']}: {entry['reason']}", file=sys.stderr)
+    return EXIT_REJECTED if outcome.rejected else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
