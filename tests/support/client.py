@@ -65,12 +65,16 @@ def run_install(
 async def _install(channel_url: str, specs: list[str], prefix: Path) -> list[str]:
     import rattler
 
+    # The default gateway sends no credentials; the authenticated client reads
+    # RATTLER_AUTH_FILE (or ~/.netrc), as pixi does.
+    client = rattler.Client.authenticated_client()
     records = await rattler.solve(
         sources=[rattler.Channel(channel_url)],
         specs=specs,
+        gateway=rattler.Gateway(client=client),
         platforms=[rattler.Platform.current(), rattler.Platform("noarch")],
     )
-    await rattler.install(records, target_prefix=prefix, show_progress=False)
+    await rattler.install(records, target_prefix=prefix, show_progress=False, client=client)
     return [f"{r.name.normalized}-{r.version}-{r.build}" for r in records]
 
 
