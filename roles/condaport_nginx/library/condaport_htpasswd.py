@@ -232,6 +232,13 @@ def main() -> None:
     params = module.params
     path = params["path"]
     handler = handler_for(params["scheme"], params["rounds"])
+    try:
+        handler.hash("backend probe")
+    except Exception as exc:  # passlib raises MissingBackendError when bcrypt is absent
+        module.fail_json(
+            msg=f"passlib cannot hash {params['scheme']} on the target ({exc}); "
+            "install Debian's python3-bcrypt (or pip bcrypt)"
+        )
 
     existing = read_entries(path)
     result: dict[str, list[str]] = {"added": [], "updated": [], "removed": [], "unchanged": []}

@@ -84,13 +84,13 @@ def _record(state_dir: Path, channel: str, subdir: str, value: str) -> None:
 
 
 def _index_with_rattler(channel_dir: Path, subdir: str) -> None:
-    from rattler import Platform
+    from rattler import Subdir
     from rattler.index import index_fs
 
     try:
         asyncio.run(
             index_fs(
-                channel_dir, target_platform=Platform(subdir), write_zst=True, write_shards=False
+                channel_dir, target_platform=Subdir(subdir), write_zst=True, write_shards=False
             )
         )
     except (KeyboardInterrupt, SystemExit):

@@ -1,0 +1,1 @@
+"""Support code shared by the tests, the demo and the benchmarks."""

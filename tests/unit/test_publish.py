@@ -1,0 +1,162 @@
+"""Placing staged packages: validation first, atomic placement, nothing in the channel lost."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import stat
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+from condaport_tools import publish
+from support.pkgbuild import build_conda, build_tar_bz2
+
+SUBDIRS = ["noarch", "linux-64"]
+
+
+@pytest.fixture
+def layout(tmp_path: Path) -> dict[str, Path]:
+    paths = {
+        "root": tmp_path / "channels",
+        "state": tmp_path / "state",
+        "staging": tmp_path / "staging",
+    }
+    for subdir in SUBDIRS:
+        (paths["root"] / "main" / subdir).mkdir(parents=True)
+    paths["staging"].mkdir()
+    return paths
+
+
+def place(layout: dict[str, Path], **kwargs) -> publish.Outcome:
+    return publish.place(
+        layout["root"], layout["state"], "main", layout["staging"], SUBDIRS, **kwargs
+    )
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def test_packages_land_in_the_subdir_their_index_json_names_with_mode_0644(layout) -> None:
+    # A linux-64 package staged with rattler-build's 0600 mode, from a "noarch" folder.
+    package = build_conda(layout["staging"], "native", subdir="linux-64")
+    package.chmod(0o600)
+    outcome = place(layout)
+    assert outcome.added == [f"linux-64/{package.name}"]
+    placed = layout["root"] / "main" / "linux-64" / package.name
+    assert stat.S_IMODE(placed.stat().st_mode) == 0o644
+    assert list(layout["staging"].iterdir()) == []
+
+
+def test_identical_content_is_a_no_op_and_different_content_is_refused(layout) -> None:
+    first = build_tar_bz2(layout["staging"], "pinned")
+    kept = first.read_bytes()
+    place(layout)
+    again = build_tar_bz2(layout["staging"], "pinned")
+    shutil.copy(layout["root"] / "main" / "noarch" / again.name, again)
+    assert place(layout).unchanged == [f"noarch/{again.name}"]
+    build_tar_bz2(layout["staging"], "pinned", index_overrides={"build_number": 7})
+    outcome = place(layout)
+    assert outcome.rejected and "different content" in outcome.rejected[0]["reason"]
+    assert (layout["root"] / "main" / "noarch" / first.name).read_bytes() == kept
+
+
+def test_overwrite_replaces_a_file_of_the_same_name(layout) -> None:
+    build_tar_bz2(layout["staging"], "mutable")
+    place(layout)
+    replacement = build_tar_bz2(layout["staging"], "mutable", index_overrides={"build_number": 3})
+    wanted = replacement.read_bytes()
+    outcome = place(layout, overwrite=True)
+    assert outcome.replaced == [f"noarch/{replacement.name}"]
+    assert (layout["root"] / "main" / "noarch" / replacement.name).read_bytes() == wanted
+
+
+def test_valid_files_land_and_refused_ones_touch_nothing(layout) -> None:
+    build_tar_bz2(layout["staging"], "existing")
+    place(layout)
+    before = snapshot(layout["root"])
+    good = build_tar_bz2(layout["staging"], "good")
+    (layout["staging"] / "bad-1.0-0.conda").write_bytes(b"garbage")
+    outcome = place(layout)
+    assert outcome.added == [f"noarch/{good.name}"]
+    assert [r["file"] for r in outcome.rejected] == ["bad-1.0-0.conda"]
+    after = snapshot(layout["root"])
+    assert {k: v for k, v in after.items() if k in before} == before
+    assert list(layout["staging"].iterdir()) == []
+
+
+def test_all_or_nothing_places_nothing_when_one_file_is_refused(layout) -> None:
+    build_tar_bz2(layout["staging"], "good")
+    (layout["staging"] / "bad-1.0-0.conda").write_bytes(b"")
+    before = snapshot(layout["root"])
+    outcome = place(layout, all_or_nothing=True)
+    assert outcome.added == []
+    assert snapshot(layout["root"]) == before
+
+
+def test_staging_on_another_filesystem_is_copied_then_renamed(layout, tmp_path: Path) -> None:
+    shm = Path("/dev/shm")
+    if not shm.is_dir() or os.stat(shm).st_dev == os.stat(tmp_path).st_dev:
+        pytest.skip("needs /dev/shm on a filesystem other than the test's tmp dir")
+    staging = Path(tempfile.mkdtemp(dir=shm, prefix="condaport-test-"))
+    try:
+        package = build_tar_bz2(staging, "crossing")
+        data = package.read_bytes()
+        outcome = publish.place(layout["root"], layout["state"], "main", staging, SUBDIRS)
+        assert outcome.added == [f"noarch/{package.name}"]
+        assert (layout["root"] / "main" / "noarch" / package.name).read_bytes() == data
+        assert not package.exists()
+        assert not list((layout["root"] / "main" / "noarch").glob(".*"))
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def test_inventory_reports_every_package_with_its_sha256(layout) -> None:
+    build_tar_bz2(layout["staging"], "listed")
+    build_conda(layout["staging"], "native", subdir="linux-64")
+    place(layout)
+    held = publish.inventory(layout["root"], "main")
+    assert sorted(held) == ["listed-1.0-0.tar.bz2", "native-1.0-0.conda"]
+    assert held["native-1.0-0.conda"]["subdir"] == "linux-64"
+    assert len(held["listed-1.0-0.tar.bz2"]["sha256"]) == 64
+
+
+def _cli(layout: dict[str, Path], staging: Path) -> subprocess.Popen[str]:
+    env = {**os.environ, "PYTHONPATH": str(Path(publish.__file__).parents[1])}
+    argv = [sys.executable, "-m", "condaport_tools.publish", "place"]
+    argv += ["--channels-root", str(layout["root"]), "--state-dir", str(layout["state"])]
+    argv += ["--channel", "main", "--staging", str(staging)]
+    argv += [f"--subdir={s}" for s in SUBDIRS]
+    return subprocess.Popen(
+        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def test_concurrent_publishers_both_land_completely(layout, tmp_path: Path) -> None:
+    batches = []
+    for batch in range(2):
+        staging = tmp_path / f"staging-{batch}"
+        for n in range(10):
+            build_tar_bz2(staging, f"batch{batch}-pkg{n}")
+        batches.append(staging)
+    processes = [_cli(layout, staging) for staging in batches]
+    results = [p.communicate(timeout=120) for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], results
+    added = sorted(a for out, _ in results for a in json.loads(out)["added"])
+    assert len(added) == 20
+    assert len(list((layout["root"] / "main" / "noarch").glob("*.tar.bz2"))) == 20
+
+
+def test_cli_exits_3_and_names_each_refused_file(layout) -> None:
+    (layout["staging"] / "notes.txt").write_text("not a package")
+    process = _cli(layout, layout["staging"])
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == publish.EXIT_REJECTED
+    assert json.loads(out)["rejected"][0]["file"] == "notes.txt"
+    assert "refused notes.txt: not a conda package" in err
