@@ -8,7 +8,9 @@ BIN := $(abspath $(VENV))/bin
 export PATH := $(BIN):$(PATH)
 export CONTAINERS_CONF := $(abspath molecule/resources/containers.conf)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
+PACKAGES ?= $(SYSTEM_PACKAGES)
 SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns
+BENCH_PACKAGES := nginx-light wrk
 
 .PHONY: help
 help:
@@ -19,7 +21,7 @@ help:
 
 .PHONY: system-deps
 system-deps:
-	@missing=""; for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	if [ -n "$$missing" ]; then \
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
@@ -62,6 +64,7 @@ demo: images
 	scripts/demo.sh
 
 .PHONY: bench
+bench: PACKAGES = $(SYSTEM_PACKAGES) $(BENCH_PACKAGES)
 bench: deps
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
 

@@ -1,0 +1,125 @@
+"""Requests per second for a small package file through NGINX basic auth, per hash scheme.
+
+NGINX verifies the htpasswd hash on every request inside its worker, so the scheme and its
+cost decide throughput. This starts a throwaway NGINX on 127.0.0.1 (its own prefix and
+config, no root paths touched), generates one htpasswd per scheme with passlib, and runs
+wrk against each. Prints req/s and the ratio to no auth.
+
+Usage: python bench/bench_auth.py [--duration 5] [--schemes sha512_crypt,bcrypt:12,...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+from passlib import hash as passlib_hash
+
+USER, PASSWORD = "bench", "bench-password-1234"
+DEFAULT_SCHEMES = "none,apr_md5_crypt,sha512_crypt:5000,bcrypt:5,bcrypt:8,bcrypt:12"
+
+
+def make_hash(spec: str) -> str:
+    scheme, _, rounds = spec.partition(":")
+    handler = getattr(passlib_hash, scheme)
+    if rounds:
+        handler = handler.using(rounds=int(rounds))
+    if scheme == "bcrypt":
+        handler = handler.using(ident="2b")
+    return handler.hash(PASSWORD)
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def nginx_conf(prefix: Path, port: int, specs: list[str]) -> str:
+    locations = []
+    for n, spec in enumerate(specs):
+        auth = ""
+        if spec != "none":
+            (prefix / f"{n}.htpasswd").write_text(f"{USER}:{make_hash(spec)}\n")
+            auth = f'auth_basic "bench"; auth_basic_user_file {prefix}/{n}.htpasswd;'
+        locations.append(f"location /s{n}/ {{ {auth} alias {prefix}/www/; }}")
+    return f"""
+worker_processes auto;
+pid {prefix}/nginx.pid;
+error_log {prefix}/error.log;
+events {{ worker_connections 1024; }}
+http {{
+    access_log off;
+    client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp; uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+    server {{
+        listen 127.0.0.1:{port};
+        {" ".join(locations)}
+    }}
+}}
+"""
+
+
+def wrk(url: str, duration: int) -> float:
+    token = base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode()
+    out = subprocess.run(
+        ["wrk", "-t2", "-c10", f"-d{duration}s", "-H", f"Authorization: Basic {token}", url],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    if "Non-2xx" in out:
+        raise RuntimeError(f"wrk saw errors for {url}:\n{out}")
+    match = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    if not match:
+        raise RuntimeError(f"no Requests/sec in wrk output:\n{out}")
+    return float(match.group(1))
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
+    args = parser.parse_args()
+    for tool in ("nginx", "wrk"):
+        if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
+            raise SystemExit(f"{tool} is not installed (apt-get install nginx wrk)")
+    specs = args.schemes.split(",")
+    with tempfile.TemporaryDirectory(prefix="condaport-bench-") as scratch:
+        prefix = Path(scratch)
+        prefix.chmod(0o755)  # NGINX's workers run unprivileged and must read the files
+        (prefix / "www").mkdir()
+        (prefix / "tmp").mkdir()
+        (prefix / "www" / "pkg.conda").write_bytes(b"x" * 100)
+        port = free_port()
+        (prefix / "nginx.conf").write_text(nginx_conf(prefix, port, specs))
+        nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        subprocess.run([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")], check=True)
+        try:
+            time.sleep(0.3)
+            results = {
+                spec: wrk(f"http://127.0.0.1:{port}/s{n}/pkg.conda", args.duration)
+                for n, spec in enumerate(specs)
+            }
+        finally:
+            subprocess.run(
+                [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-s", "stop"],
+                check=False,
+            )
+    baseline = results.get("none")
+    print(f"{'scheme':<20} {'req/s':>10} {'vs no auth':>11}")
+    for spec, rate in results.items():
+        ratio = f"{rate / baseline:.1%}" if baseline else "-"
+        print(f"{spec:<20} {rate:>10.1f} {ratio:>11}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
