@@ -10,7 +10,7 @@ export CONTAINERS_CONF := $(abspath molecule/resources/containers.conf)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PACKAGES ?= $(SYSTEM_PACKAGES)
 SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns
-BENCH_PACKAGES := nginx-light wrk
+BENCH_PACKAGES := nginx wrk
 
 .PHONY: help
 help:
