@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from condaport_tools import publish
+from condaport_tools.packages import Rejected
 from support.pkgbuild import build_conda, build_tar_bz2
 
 SUBDIRS = ["noarch", "linux-64"]
@@ -160,3 +161,33 @@ def test_cli_exits_3_and_names_each_refused_file(layout) -> None:
     assert process.returncode == publish.EXIT_REJECTED
     assert json.loads(out)["rejected"][0]["file"] == "notes.txt"
     assert "refused notes.txt: not a conda package" in err
+
+
+def test_prune_removes_named_files_and_keeps_the_newest_builds(layout) -> None:
+    for version in ("1.0", "1.10", "1.9"):
+        build_tar_bz2(layout["staging"], "lib", version=version)
+    build_tar_bz2(layout["staging"], "other", version="0.1")
+    build_tar_bz2(layout["staging"], "doomed", version="2.0")
+    place(layout)
+    result = publish.prune(
+        layout["root"], layout["state"], "main", ["doomed-2.0-0.tar.bz2", "ghost-1-0.conda"], 2
+    )
+    assert result == {
+        "removed": ["noarch/doomed-2.0-0.tar.bz2", "noarch/lib-1.0-0.tar.bz2"],
+        "not_found": ["ghost-1-0.conda"],
+    }
+    left = sorted(p.name for p in (layout["root"] / "main" / "noarch").glob("*.tar.bz2"))
+    assert left == ["lib-1.10-0.tar.bz2", "lib-1.9-0.tar.bz2", "other-0.1-0.tar.bz2"]
+
+
+def test_prune_refuses_a_path_trick(layout) -> None:
+    with pytest.raises(Rejected):
+        publish.prune(layout["root"], layout["state"], "main", ["../../etc/passwd"], 0)
+
+
+def test_partials_left_by_a_killed_writer_are_swept_under_the_lock(layout) -> None:
+    leftover = layout["root"] / "main" / "noarch" / ".half-1.0-0.conda.partial"
+    leftover.write_bytes(b"half")
+    build_tar_bz2(layout["staging"], "next")
+    place(layout)
+    assert not leftover.exists()

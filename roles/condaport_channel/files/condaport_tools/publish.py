@@ -18,7 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from condaport_tools.locking import LockTimeout, channel_lock
-from condaport_tools.packages import PackageInfo, Rejected, inspect_package, sha256_of, split_name
+from condaport_tools.packages import (
+    PackageInfo,
+    Rejected,
+    inspect_package,
+    is_package_name,
+    sha256_of,
+    split_name,
+)
 
 EXIT_REJECTED = 3
 
@@ -81,6 +88,90 @@ def inventory(channels_root: Path, channel: str) -> dict[str, dict]:
     return packages
 
 
+def sweep_partials(channel_dir: Path) -> list[Path]:
+    """Remove half-written files a killed writer left; call only while holding the lock.
+
+    With the lock held no placement is under way, so every `.partial` file is garbage.
+    They are never served (dot files) nor indexed, but they waste disk.
+    """
+    swept = []
+    for partial in channel_dir.glob("*/.*.partial"):
+        partial.unlink(missing_ok=True)
+        swept.append(partial)
+    return swept
+
+
+def _newest_first_key(record: dict) -> tuple:
+    from rattler import Version
+
+    return (
+        Version(str(record.get("version", "0"))),
+        int(record.get("build_number", 0)),
+        int(record.get("timestamp", 0)),
+    )
+
+
+def _records(subdir_dir: Path) -> dict[str, dict]:
+    """filename -> index.json of every package in the subdir (repodata first, else the file)."""
+    try:
+        repodata = json.loads((subdir_dir / "repodata.json").read_text())
+    except (OSError, ValueError):
+        repodata = {}
+    indexed = {**(repodata.get("packages") or {}), **(repodata.get("packages.conda") or {})}
+    records = {}
+    for entry in subdir_dir.iterdir():
+        if entry.name.startswith(".") or not is_package_name(entry.name):
+            continue
+        if entry.name in indexed:
+            records[entry.name] = indexed[entry.name]
+        else:
+            from rattler.package import IndexJson
+
+            meta = IndexJson.from_package_archive(entry)
+            records[entry.name] = {
+                "name": meta.name.normalized,
+                "version": str(meta.version),
+                "build_number": meta.build_number,
+                "timestamp": int(meta.timestamp.timestamp() * 1000) if meta.timestamp else 0,
+            }
+    return records
+
+
+def prune(
+    channels_root: Path, state_dir: Path, channel: str, remove: list[str], keep: int
+) -> dict[str, list[str]]:
+    """Delete the named package files, then all but the newest `keep` builds of each package
+    name in each subdir (keep 0: no retention). Returns what went and what was not found."""
+    channel_dir = channels_root / channel
+    if not channel_dir.is_dir():
+        raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
+    for name in remove:
+        split_name(name)  # a path trick in a removal request is refused outright
+    removed: list[str] = []
+    with channel_lock(state_dir, channel):
+        sweep_partials(channel_dir)
+        wanted = set(remove)
+        for name in remove:
+            current = _existing(channel_dir, name)
+            if current is not None:
+                current.unlink()
+                removed.append(f"{current.parent.name}/{name}")
+                wanted.discard(name)
+        if keep > 0:
+            for subdir_dir in sorted(p for p in channel_dir.iterdir() if p.is_dir()):
+                if subdir_dir.name.startswith("."):
+                    continue
+                by_name: dict[str, list[tuple[str, dict]]] = {}
+                for filename, record in _records(subdir_dir).items():
+                    by_name.setdefault(str(record.get("name")), []).append((filename, record))
+                for builds in by_name.values():
+                    builds.sort(key=lambda item: _newest_first_key(item[1]), reverse=True)
+                    for filename, _ in builds[keep:]:
+                        (subdir_dir / filename).unlink()
+                        removed.append(f"{subdir_dir.name}/{filename}")
+    return {"removed": sorted(removed), "not_found": sorted(wanted)}
+
+
 def _existing(channel_dir: Path, filename: str) -> Path | None:
     """Where a file of this name already lives in the channel, whatever its subdir."""
     for subdir_dir in channel_dir.iterdir():
@@ -140,6 +231,7 @@ def place(
             outcome.rejected.append({"file": path.name, "reason": f"unreadable: {exc}"})
 
     with channel_lock(state_dir, channel):
+        sweep_partials(channel_dir)
         # Decided under the lock: another publisher may have placed the same name meanwhile.
         to_place: list[tuple[Path, PackageInfo, bool]] = []
         for path, info in accepted:
@@ -187,6 +279,12 @@ def _parser() -> argparse.ArgumentParser:
     put.add_argument("--subdir", action="append", help="a subdir the channel serves (repeatable)")
     put.add_argument("--overwrite", action="store_true")
     put.add_argument("--all-or-nothing", action="store_true")
+    cut = sub.add_parser("prune", help="remove named packages and old builds")
+    cut.add_argument("--channels-root", type=Path, required=True)
+    cut.add_argument("--state-dir", type=Path, required=True)
+    cut.add_argument("--channel", required=True)
+    cut.add_argument("--remove", action="append", default=[], help="a package file name")
+    cut.add_argument("--keep", type=int, default=0, help="newest builds to keep per name")
     return parser
 
 
@@ -195,6 +293,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "inventory":
             print(json.dumps({"packages": inventory(args.channels_root, args.channel)}))
+            return 0
+        if args.command == "prune":
+            result = prune(args.channels_root, args.state_dir, args.channel, args.remove, args.keep)
+            print(json.dumps(result))
             return 0
         outcome = place(
             args.channels_root,
@@ -205,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             all_or_nothing=args.all_or_nothing,
         )
-    except (LockTimeout, OSError) as exc:
+    except (LockTimeout, OSError, Rejected) as exc:
         print(f"condaport-publish: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(outcome.as_dict()))
