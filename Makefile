@@ -55,6 +55,7 @@ unit: deps
 .PHONY: molecule
 molecule: images
 	molecule test --scenario-name default
+	molecule test --scenario-name publishing
 
 .PHONY: test
 test: lint unit molecule

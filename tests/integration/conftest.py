@@ -24,12 +24,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 @dataclass(frozen=True)
 class Channel:
     url: str
-    http_url: str
     ca_file: Path
     user: str
     password: str
     container: str
-    published_dir: Path
+
+    @property
+    def http_url(self) -> str:
+        return _require("CONDAPORT_HTTP_URL").rstrip("/")
+
+    @property
+    def published_dir(self) -> Path:
+        return Path(_require("CONDAPORT_PUBLISHED_DIR"))
 
 
 @dataclass(frozen=True)
@@ -50,12 +56,10 @@ def _require(name: str) -> str:
 def channel() -> Channel:
     return Channel(
         url=_require("CONDAPORT_URL").rstrip("/"),
-        http_url=_require("CONDAPORT_HTTP_URL").rstrip("/"),
         ca_file=Path(_require("CONDAPORT_CA")),
         user=_require("CONDAPORT_USER"),
         password=_require("CONDAPORT_PASSWORD"),
         container=_require("CONDAPORT_CONTAINER"),
-        published_dir=Path(_require("CONDAPORT_PUBLISHED_DIR")),
     )
 
 

@@ -185,17 +185,21 @@ def _move_into_place(source: Path, target: Path) -> None:
     """Atomic for readers: the final name appears whole, with mode 0644, or not at all."""
     partial = target.with_name(f".{target.name}.partial")
     try:
-        os.rename(source, partial)
-    except OSError as exc:
-        if exc.errno != errno.EXDEV:
-            raise
-        with source.open("rb") as reader, partial.open("wb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-            writer.flush()
-            os.fsync(writer.fileno())
-        source.unlink()
-    os.chmod(partial, 0o644)
-    os.replace(partial, target)
+        try:
+            os.rename(source, partial)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            with source.open("rb") as reader, partial.open("wb") as writer:
+                shutil.copyfileobj(reader, writer, 1 << 20)
+                writer.flush()
+                os.fsync(writer.fileno())
+            source.unlink()
+        os.chmod(partial, 0o644)
+        os.replace(partial, target)
+    except OSError:
+        partial.unlink(missing_ok=True)  # a full disk must not leave half a package behind
+        raise
     directory = os.open(target.parent, os.O_RDONLY)
     try:
         os.fsync(directory)
@@ -218,50 +222,59 @@ def place(
         raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
     outcome = Outcome()
     staged = sorted(p for p in staging.iterdir())
-    accepted: list[tuple[Path, PackageInfo]] = []
-    for path in staged:
-        try:
-            info = inspect_package(path, allowed_subdirs)
-            if not (channel_dir / info.subdir).is_dir():
-                raise Rejected(f"subdir {info.subdir!r} does not exist in channel {channel!r}")
-            accepted.append((path, info))
-        except Rejected as exc:
-            outcome.rejected.append({"file": path.name, "reason": str(exc)})
-        except OSError as exc:
-            outcome.rejected.append({"file": path.name, "reason": f"unreadable: {exc}"})
+    try:
+        accepted: list[tuple[Path, PackageInfo]] = []
+        for path in staged:
+            try:
+                info = inspect_package(path, allowed_subdirs)
+                if not (channel_dir / info.subdir).is_dir():
+                    raise Rejected(f"subdir {info.subdir!r} does not exist in channel {channel!r}")
+                accepted.append((path, info))
+            except Rejected as exc:
+                outcome.rejected.append({"file": path.name, "reason": str(exc)})
+            except OSError as exc:
+                outcome.rejected.append({"file": path.name, "reason": f"unreadable: {exc}"})
 
-    with channel_lock(state_dir, channel):
-        sweep_partials(channel_dir)
-        # Decided under the lock: another publisher may have placed the same name meanwhile.
-        to_place: list[tuple[Path, PackageInfo, bool]] = []
-        for path, info in accepted:
-            current = _existing(channel_dir, info.filename)
-            if current is None:
-                to_place.append((path, info, False))
-            elif current.parent.name == info.subdir and sha256_of(current) == info.sha256:
-                outcome.unchanged.append(f"{info.subdir}/{info.filename}")
-            elif overwrite and current.parent.name == info.subdir:
-                to_place.append((path, info, True))
-            else:
-                where = f"{current.parent.name}/{current.name}"
-                outcome.rejected.append(
-                    {
-                        "file": path.name,
-                        "reason": f"{where} is already in the channel with different content"
-                        + ("" if overwrite else " (set overwrite to replace it)"),
-                    }
-                )
-        if not (all_or_nothing and outcome.rejected):
-            for path, info, replacing in to_place:
-                _move_into_place(path, channel_dir / info.subdir / info.filename)
-                (outcome.replaced if replacing else outcome.added).append(
-                    f"{info.subdir}/{info.filename}"
-                )
-    for path in staged:
-        if path.is_file() or path.is_symlink():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path, ignore_errors=True)
+        with channel_lock(state_dir, channel):
+            sweep_partials(channel_dir)
+            # Decided under the lock: another publisher may have placed the same name meanwhile.
+            to_place: list[tuple[Path, PackageInfo, bool]] = []
+            for path, info in accepted:
+                current = _existing(channel_dir, info.filename)
+                if current is None:
+                    to_place.append((path, info, False))
+                elif current.parent.name == info.subdir and sha256_of(current) == info.sha256:
+                    outcome.unchanged.append(f"{info.subdir}/{info.filename}")
+                elif overwrite and current.parent.name == info.subdir:
+                    to_place.append((path, info, True))
+                else:
+                    where = f"{current.parent.name}/{current.name}"
+                    outcome.rejected.append(
+                        {
+                            "file": path.name,
+                            "reason": f"{where} is already in the channel with different content"
+                            + ("" if overwrite else " (set overwrite to replace it)"),
+                        }
+                    )
+            if not (all_or_nothing and outcome.rejected):
+                for path, info, replacing in to_place:
+                    try:
+                        _move_into_place(path, channel_dir / info.subdir / info.filename)
+                    except OSError as exc:
+                        raise OSError(
+                            exc.errno,
+                            f"placing {info.subdir}/{info.filename} failed: {exc.strerror}",
+                        ) from exc
+                    (outcome.replaced if replacing else outcome.added).append(
+                        f"{info.subdir}/{info.filename}"
+                    )
+    finally:
+        # Handled, refused or interrupted by an error: staged copies never linger.
+        for path in staged:
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+            elif path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
     return outcome
 
 
