@@ -30,8 +30,8 @@ def _index(name: str, version: str, build: str, subdir: str) -> dict:
     }
 
 
-def _payload(name: str) -> dict[str, bytes]:
-    return {f"share/{name}/data.txt": f"payload of {name}\n".encode()}
+def _payload(name: str, salt: str = "") -> dict[str, bytes]:
+    return {f"share/{name}/data.txt": f"payload of {name}{salt}\n".encode()}
 
 
 def build_tar_bz2(
@@ -83,12 +83,14 @@ def build_conda(
     version: str = "1.0",
     build: str = "0",
     subdir: str = "noarch",
+    *,
+    salt: str = "",
 ) -> Path:
-    """A genuine .conda assembled by rattler-build."""
+    """A genuine .conda assembled by rattler-build; `salt` changes the payload bytes."""
     dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as scratch:
         files = Path(scratch) / "files"
-        for relative, data in _payload(name).items():
+        for relative, data in _payload(name, salt).items():
             target = files / relative
             target.parent.mkdir(parents=True, exist_ok=True)
             target.write_bytes(data)
