@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import socket
 import ssl
 import urllib.error
 from pathlib import Path
@@ -130,3 +131,64 @@ def test_rattler_with_a_wrong_password_gets_401(channel: Channel, tmp_path: Path
     assert result.returncode != 0
     assert "401" in result.stderr
     assert not (tmp_path / "env" / "share" / SAMPLE).exists()
+
+
+def _auth(channel: Channel) -> tuple[str, str]:
+    return (channel.user, channel.password)
+
+
+def test_repodata_is_cached_briefly_and_revalidates_with_304(channel: Channel) -> None:
+    url = f"{channel.url}/noarch/repodata.json"
+    first = fetch(url, ca_file=channel.ca_file, auth=_auth(channel))
+    assert first.status == 200
+    assert "must-revalidate" in first.headers["Cache-Control"]
+    assert "max-age=30" in first.headers["Cache-Control"]
+    assert first.headers["Content-Type"].startswith("application/json")
+    by_etag = fetch(
+        url,
+        ca_file=channel.ca_file,
+        auth=_auth(channel),
+        headers={"If-None-Match": first.headers["ETag"]},
+    )
+    assert by_etag.status == 304
+    by_date = fetch(
+        url,
+        ca_file=channel.ca_file,
+        auth=_auth(channel),
+        headers={"If-Modified-Since": first.headers["Last-Modified"]},
+    )
+    assert by_date.status == 304
+
+
+def test_package_files_are_immutable(channel: Channel, repodata: dict) -> None:
+    filename = _sample_filename(repodata)
+    answer = fetch(f"{channel.url}/noarch/{filename}", ca_file=channel.ca_file, auth=_auth(channel))
+    assert answer.status == 200
+    assert "immutable" in answer.headers["Cache-Control"]
+    assert "max-age=31536000" in answer.headers["Cache-Control"]
+
+
+def test_json_is_compressed_for_clients_that_ask(channel: Channel) -> None:
+    answer = fetch(
+        f"{channel.url}/noarch/repodata.json",
+        ca_file=channel.ca_file,
+        auth=_auth(channel),
+        headers={"Accept-Encoding": "gzip"},
+    )
+    assert answer.status == 200
+    assert answer.headers.get("Content-Encoding") == "gzip"
+
+
+def test_tls_is_hardened(channel: Channel) -> None:
+    answer = fetch(f"{channel.url}/noarch/repodata.json", ca_file=channel.ca_file)
+    assert answer.headers["Strict-Transport-Security"].startswith("max-age=63072000")
+    assert answer.headers.get("Server") == "nginx"  # no version
+    old = ssl.create_default_context(cafile=str(channel.ca_file))
+    old.minimum_version = ssl.TLSVersion.TLSv1
+    old.maximum_version = ssl.TLSVersion.TLSv1_1
+    old.set_ciphers("ALL:@SECLEVEL=0")
+    host, port = channel.url.split("://", 1)[1].split("/", 1)[0].split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with pytest.raises(ssl.SSLError):
+            with old.wrap_socket(raw, server_hostname=host):
+                pass

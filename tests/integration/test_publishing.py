@@ -15,7 +15,6 @@ import ssl
 import subprocess
 import sys
 import threading
-import time
 import zipfile
 from base64 import b64encode
 from pathlib import Path
@@ -29,6 +28,8 @@ from support.pkgbuild import build_conda, build_tar_bz2  # noqa: E402
 
 PROJECT = Path(__file__).resolve().parents[2]
 TREE = "/srv/condaport/channels/main"
+# Package names unique to this run, so the suite can run again against the same host.
+RUN = os.urandom(3).hex()
 
 
 def playbook(name: str, **extra_vars: object) -> subprocess.CompletedProcess[str]:
@@ -49,19 +50,35 @@ def said(result: subprocess.CompletedProcess[str]) -> str:
     return " ".join(result.stdout.split())
 
 
-# The host image has no procps: find the process through /proc, as the kernel shows it.
-_KILL = """n=0; for p in /proc/[0-9]*; do
-  [ "${p#/proc/}" = "$$" ] && continue
-  if tr '\\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q "$1"; then
-    kill -9 "${p#/proc/}" && n=$((n+1))
-  fi
-done; echo $n"""
+# The host image has no procps: find processes through /proc, as the kernel shows them.
+# $1: pattern; $2: seconds to keep watching for it (0: one pass). Prints how many died.
+_KILL = """end=$(( $(date +%s) + $2 ))
+while :; do
+  n=0
+  for p in /proc/[0-9]*; do
+    [ "${p#/proc/}" = "$$" ] && continue
+    if tr '\\0' ' ' < "$p/cmdline" 2>/dev/null | grep -q "$1"; then
+      kill -9 "${p#/proc/}" && n=$((n+1))
+    fi
+  done
+  if [ "$n" -gt 0 ] || [ "$(date +%s)" -ge "$end" ]; then echo "$n"; exit 0; fi
+  sleep 0.01
+done"""
 
 
 def kill_on_host(container: str, pattern: str) -> int:
     """SIGKILL every process on the host whose command line matches; returns how many."""
-    out = on_host(container, "sh", "-c", _KILL, "kill", pattern, check=False).stdout
+    out = on_host(container, "sh", "-c", _KILL, "kill", pattern, "0", check=False).stdout
     return int(out.strip() or 0)
+
+
+def kill_when_seen(container: str, pattern: str, timeout: int = 120) -> subprocess.Popen[str]:
+    """Watch inside the host, with no round trips, and SIGKILL the first matching process."""
+    return subprocess.Popen(
+        ["podman", "exec", container, "sh", "-c", _KILL, "kill", pattern, str(timeout)],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
 
 
 def listed(channel: Channel, subdir: str = "noarch") -> dict[str, dict]:
@@ -108,9 +125,13 @@ def baseline(channel: Channel, tmp_path_factory: pytest.TempPathFactory) -> set[
     folder = tmp_path_factory.mktemp("baseline")
     build_conda(folder, "base-tool", version="1.0", build="0")
     build_tar_bz2(folder, "native-lib", version="2.0", build="0", subdir="linux-64")
-    result = playbook("publish.yml", condaport_publish_source_dir=str(folder))
+    # Overwrite only so that the suite can be re-run against the same host.
+    result = playbook(
+        "publish.yml", condaport_publish_source_dir=str(folder), condaport_publish_overwrite=True
+    )
     assert result.returncode == 0, result.stdout[-3000:]
-    assert "noarch/base-tool-1.0-0.conda" in result.stdout
+    assert "base-tool-1.0-0.conda" in listed(channel)
+    assert "native-lib-2.0-0.tar.bz2" in listed(channel, "linux-64")
     return {"base-tool-1.0-0.conda", "native-lib-2.0-0.tar.bz2"}
 
 
@@ -235,11 +256,11 @@ def test_bad_variable_fails_with_a_message_and_changes_nothing(
 def test_a_mixed_batch_places_the_good_files_and_fails_naming_the_bad(
     channel: Channel, baseline: set[str], tmp_path: Path
 ) -> None:
-    build_tar_bz2(tmp_path, "mixed-good")
+    build_tar_bz2(tmp_path, f"mixed-good{RUN}")
     (tmp_path / "mixed-bad-1.0-0.conda").write_bytes(b"nope")
     result = playbook("publish.yml", condaport_publish_source_dir=str(tmp_path))
     assert result.returncode != 0 and "mixed-bad-1.0-0.conda: " in said(result)
-    assert "mixed-good-1.0-0.tar.bz2" in listed(channel)
+    assert f"mixed-good{RUN}-1.0-0.tar.bz2" in listed(channel)
 
 
 def test_all_or_nothing_places_nothing(
@@ -301,7 +322,7 @@ def test_eight_concurrent_publishers_all_land_while_a_client_polls(
     for job in range(8):
         folder = tmp_path / f"job{job}"
         for n in range(50):
-            build_tar_bz2(folder, f"job{job}-pkg{n:02d}")
+            build_tar_bz2(folder, f"job{RUN}-{job}-{n:02d}")
         folders.append(folder)
     poller = RepodataPoller(channel, minimum=5000)
     poller.start()
@@ -330,7 +351,7 @@ def test_eight_concurrent_publishers_all_land_while_a_client_polls(
     assert poller.errors == []
     assert poller.fetches >= 5000
     names = listed(channel)
-    missing = [f"job{j}-pkg{n:02d}-1.0-0.tar.bz2" for j in range(8) for n in range(50)]
+    missing = [f"job{RUN}-{j}-{n:02d}-1.0-0.tar.bz2" for j in range(8) for n in range(50)]
     assert [m for m in missing if m not in names] == []
     print(f"concurrency: 8 x 50 packages, {poller.fetches} repodata fetches, 0 errors")
 
@@ -339,7 +360,7 @@ def test_a_killed_index_run_keeps_the_last_index_and_the_playbook_heals(
     channel: Channel, baseline: set[str], tmp_path: Path
 ) -> None:
     for n in range(1500):
-        build_tar_bz2(tmp_path / "bulk", f"synced{n:04d}")
+        build_tar_bz2(tmp_path / "bulk", f"synced{RUN}-{n:04d}")
     subprocess.run(
         f"tar -C {tmp_path / 'bulk'} -cf - . | podman exec -i {channel.container} "
         f"tar -C {TREE}/noarch -xf -",
@@ -347,6 +368,7 @@ def test_a_killed_index_run_keeps_the_last_index_and_the_playbook_heals(
         check=True,
     )
     before = listed(channel)
+    watcher = kill_when_seen(channel.container, "condaport_tools.index run", timeout=60)
     indexer = subprocess.Popen(
         [
             "podman",
@@ -360,27 +382,24 @@ def test_a_killed_index_run_keeps_the_last_index_and_the_playbook_heals(
             "/var/lib/condaport",
         ]
     )
-    killed = 0
-    deadline = time.monotonic() + 30
-    while not killed and indexer.poll() is None and time.monotonic() < deadline:
-        time.sleep(0.2)
-        killed = kill_on_host(channel.container, "condaport_tools.index run")
-    indexer.wait(timeout=60)
+    indexer.wait(timeout=120)
+    killed = int(watcher.communicate(timeout=120)[0].strip() or 0)
     assert killed, "the index run finished before it could be killed"
     now = listed(channel)
     assert set(now) in (set(before), set(before) | {p.name for p in (tmp_path / "bulk").iterdir()})
     assert_every_listed_file_downloads(channel)
     healed = playbook("index.yml")
     assert healed.returncode == 0, healed.stdout[-2000:]
-    assert "synced1499-1.0-0.tar.bz2" in listed(channel)
+    assert f"synced{RUN}-1499-1.0-0.tar.bz2" in listed(channel)
 
 
 def test_a_killed_publish_leaves_a_valid_channel_and_a_rerun_completes_it(
     channel: Channel, baseline: set[str], tmp_path: Path
 ) -> None:
     for n in range(300):
-        build_tar_bz2(tmp_path, f"late{n:03d}")
+        build_tar_bz2(tmp_path, f"late{RUN}-{n:03d}")
     env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")}
+    watcher = kill_when_seen(channel.container, "condaport_tools.publish place")
     job = subprocess.Popen(
         [
             "ansible-playbook",
@@ -395,24 +414,15 @@ def test_a_killed_publish_leaves_a_valid_channel_and_a_rerun_completes_it(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    deadline = time.monotonic() + 120
-    killed = False
-    while time.monotonic() < deadline and job.poll() is None and not killed:
-        killed = (
-            on_host(
-                channel.container, "pkill", "-9", "-f", "condaport_tools.publish place", check=False
-            ).returncode
-            == 0
-        )
-        time.sleep(0.05)
     job.communicate(timeout=300)
+    killed = int(watcher.communicate(timeout=200)[0].strip() or 0)
     assert killed, "the publish finished before it could be killed"
     assert job.returncode != 0
     assert_every_listed_file_downloads(channel)
     rerun = playbook("publish.yml", condaport_publish_source_dir=str(tmp_path))
     assert rerun.returncode == 0, rerun.stdout[-2000:]
     names = listed(channel)
-    assert all(f"late{n:03d}-1.0-0.tar.bz2" in names for n in range(300))
+    assert all(f"late{RUN}-{n:03d}-1.0-0.tar.bz2" in names for n in range(300))
     leftovers = on_host(channel.container, "find", TREE, "-name", ".*.partial").stdout
     assert leftovers.strip() == ""
 
@@ -429,7 +439,7 @@ def test_disk_full_while_placing_loses_nothing_and_a_rerun_heals(
 ) -> None:
     before = listed(channel)
     payload = tmp_path / "dist"
-    build_big(payload, size=3 * 1024 * 1024)
+    build_big(payload, size=3 * 1024 * 1024, name=f"blob{RUN}")
     _fill_disk(channel, leave_bytes=1024 * 1024)
     try:
         result = playbook("publish.yml", condaport_publish_source_dir=str(payload))
@@ -443,14 +453,14 @@ def test_disk_full_while_placing_loses_nothing_and_a_rerun_heals(
         on_host(channel.container, "rm", "-f", f"{TREE}/.filler")
     rerun = playbook("publish.yml", condaport_publish_source_dir=str(payload))
     assert rerun.returncode == 0, rerun.stdout[-3000:]
-    assert "blob-1.0-0.tar.bz2" in listed(channel)
+    assert f"blob{RUN}-1.0-0.tar.bz2" in listed(channel)
 
 
 def test_disk_full_while_indexing_keeps_the_last_index_and_index_yml_heals(
     channel: Channel, baseline: set[str], tmp_path: Path
 ) -> None:
     before = listed(channel)
-    build_tar_bz2(tmp_path, "squeezed")
+    build_tar_bz2(tmp_path, f"squeezed{RUN}")
     _fill_disk(channel, leave_bytes=16 * 1024)
     try:
         result = playbook("publish.yml", condaport_publish_source_dir=str(tmp_path))
@@ -462,11 +472,11 @@ def test_disk_full_while_indexing_keeps_the_last_index_and_index_yml_heals(
         on_host(channel.container, "rm", "-f", f"{TREE}/.filler")
     healed = playbook("index.yml")
     assert healed.returncode == 0, healed.stdout[-2000:]
-    assert "squeezed-1.0-0.tar.bz2" in listed(channel)
+    assert f"squeezed{RUN}-1.0-0.tar.bz2" in listed(channel)
     installs(channel, tmp_path, "base-tool")
 
 
-def build_big(folder: Path, size: int) -> Path:
+def build_big(folder: Path, size: int, name: str = "blob") -> Path:
     """A valid package whose payload is `size` random (incompressible) bytes."""
     import hashlib
     import io
@@ -475,7 +485,7 @@ def build_big(folder: Path, size: int) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     data = os.urandom(size)
     index = {
-        "name": "blob",
+        "name": name,
         "version": "1.0",
         "build": "0",
         "build_number": 0,
@@ -494,7 +504,7 @@ def build_big(folder: Path, size: int) -> Path:
         ],
         "paths_version": 1,
     }
-    target = folder / "blob-1.0-0.tar.bz2"
+    target = folder / f"{name}-1.0-0.tar.bz2"
     with tarfile.open(target, "w:bz2", compresslevel=1) as archive:
         for name, content in (
             ("info/index.json", json.dumps(index).encode()),
