@@ -17,6 +17,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from condaport_tools.cli import exit_now
 from condaport_tools.locking import LockTimeout, channel_lock
 from condaport_tools.packages import (
     PackageInfo,
@@ -330,4 +331,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    exit_now(main())
