@@ -6,6 +6,8 @@ import hashlib
 import json
 import socket
 import ssl
+import subprocess
+import sys
 import urllib.error
 from pathlib import Path
 
@@ -192,3 +194,26 @@ def test_tls_is_hardened(channel: Channel) -> None:
         with pytest.raises(ssl.SSLError):
             with old.wrap_socket(raw, server_hostname=host):
                 pass
+
+
+def test_tls_complies_with_mozilla_intermediate(channel: Channel) -> None:
+    host_port = channel.url.split("://", 1)[1].split("/", 1)[0]
+    scan = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sslyze",
+            "--mozilla_config=intermediate",
+            f"--certinfo_ca_file={channel.ca_file}",
+            host_port,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    report = Path(__file__).resolve().parents[2] / "artifacts" / "test-results" / "sslyze.txt"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(scan.stdout + scan.stderr)
+    assert scan.returncode == 0, scan.stdout[-2000:]
+    assert f"{host_port}: OK - Compliant" in scan.stdout
