@@ -9,7 +9,8 @@ export PATH := $(BIN):$(PATH)
 export CONTAINERS_CONF := $(abspath molecule/resources/containers.conf)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PACKAGES ?= $(SYSTEM_PACKAGES)
-SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns
+# chromium: the tests screenshot the browse page headless.
+SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns chromium
 BENCH_PACKAGES := nginx wrk
 
 .PHONY: help

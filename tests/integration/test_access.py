@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import fetch
+from support.screenshot import dump_dom, screenshot
 
 CREDENTIALS = [
     "none",
@@ -26,6 +27,7 @@ CREDENTIALS = [
 ]
 TARGETS = ["repodata", "package", "missing_subdir", "dot_path", "browse_page"]
 UNKNOWN_TOKEN = "not-a-token-of-anybody-0123456789"
+RESULTS = Path(__file__).resolve().parents[2] / "artifacts" / "test-results"
 
 
 @dataclass(frozen=True)
@@ -175,3 +177,18 @@ def test_revoked_credentials_are_refused(access: Access) -> None:
             auth=(name, password),
         )
         assert answer.status == 401
+
+
+def test_public_browse_page_renders_live_in_chromium(access: Access) -> None:
+    public = next((c for c in access.channels if c.get("anonymous")), None)
+    if public is None:
+        pytest.skip("the inventory has no anonymous channel")
+    url = f"{access.base_url}/{public['name']}/"
+    png = RESULTS / f"browse-{public['name']}-live.png"
+    png.parent.mkdir(parents=True, exist_ok=True)
+    screenshot(url, png)
+    assert png.stat().st_size > 10_000
+    dom = dump_dom(url)
+    # The script filled in the URL the browser used, and the package table is there.
+    assert f'conda config --add channels <span class="channel-url">{url}</span>' in dom
+    assert f'href="noarch/{access.package}"' in dom

@@ -14,9 +14,11 @@ from pathlib import Path
 import pytest
 from conftest import Channel, fetch
 from support.client import run_install, write_auth_file
+from support.screenshot import dump_dom, screenshot
 
 DEFAULT_SUBDIRS = ["noarch", "linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]
 SAMPLE = "hello-condaport"
+RESULTS = Path(__file__).resolve().parents[2] / "artifacts" / "test-results"
 
 
 def _sample_filename(repodata: dict) -> str:
@@ -63,15 +65,31 @@ def test_dot_paths_are_never_served(channel: Channel, path: str, with_auth: bool
 
 
 def test_directories_are_not_listed(channel: Channel) -> None:
-    for path in ("noarch/", ""):
-        answer = fetch(f"{channel.url}/{path}", ca_file=channel.ca_file, auth=None)
-        assert answer.status == 401
-        answer = fetch(
-            f"{channel.url}/{path}",
-            ca_file=channel.ca_file,
-            auth=(channel.user, channel.password),
-        )
-        assert answer.status == 404
+    answer = fetch(f"{channel.url}/noarch/", ca_file=channel.ca_file, auth=None)
+    assert answer.status == 401
+    answer = fetch(
+        f"{channel.url}/noarch/", ca_file=channel.ca_file, auth=(channel.user, channel.password)
+    )
+    assert answer.status == 404
+
+
+def test_browse_page_shows_the_published_package(channel: Channel) -> None:
+    assert fetch(f"{channel.url}/", ca_file=channel.ca_file).status == 401
+    answer = fetch(
+        f"{channel.url}/", ca_file=channel.ca_file, auth=(channel.user, channel.password)
+    )
+    assert answer.status == 200
+    assert answer.headers["Content-Type"].startswith("text/html")
+    assert "no-cache" in answer.headers["Cache-Control"]
+    page = RESULTS / f"browse-{channel.url.rstrip('/').rsplit('/', 1)[1]}.html"
+    page.parent.mkdir(parents=True, exist_ok=True)
+    page.write_bytes(answer.body)
+    # What a person sees: Chromium renders it, and the package is on screen.
+    screenshot(page, page.with_suffix(".png"))
+    assert page.with_suffix(".png").stat().st_size > 10_000
+    dom = dump_dom(page)
+    assert SAMPLE in dom
+    assert f'href="noarch/{SAMPLE}-' in dom
 
 
 def test_tls_is_verified_against_the_generated_ca(channel: Channel) -> None:
@@ -212,7 +230,7 @@ def test_tls_complies_with_mozilla_intermediate(channel: Channel) -> None:
         timeout=300,
         check=False,
     )
-    report = Path(__file__).resolve().parents[2] / "artifacts" / "test-results" / "sslyze.txt"
+    report = RESULTS / "sslyze.txt"
     report.parent.mkdir(parents=True, exist_ok=True)
     report.write_text(scan.stdout + scan.stderr)
     assert scan.returncode == 0, scan.stdout[-2000:]

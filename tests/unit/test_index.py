@@ -88,9 +88,12 @@ def test_a_corrupt_package_fails_the_run_and_keeps_the_last_good_index(channel) 
 def test_cli_status_and_run_print_json(channel) -> None:
     root, state = channel
     status = cli("status", "--channels-root", str(root), "--state-dir", str(state))
-    assert json.loads(status.stdout) == {"stale": {"main": SUBDIRS}}
+    assert json.loads(status.stdout) == {"stale": {"main": SUBDIRS}, "pages_missing": ["main"]}
     ran = cli("run", "--channels-root", str(root), "--state-dir", str(state), "--channel", "main")
     assert json.loads(ran.stdout) == {"indexed": {"main": SUBDIRS}}
+    assert (root / "main" / "index.html").is_file()
+    status = cli("status", "--channels-root", str(root), "--state-dir", str(state))
+    assert json.loads(status.stdout) == {"stale": {}, "pages_missing": []}
     unknown = cli(
         "status", "--channels-root", str(root), "--state-dir", str(state), "--channel", "x"
     )

@@ -17,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from condaport_tools.browse import PAGE, write_channel_page
 from condaport_tools.cli import exit_now
 from condaport_tools.locking import LockTimeout, channel_lock
 from condaport_tools.packages import SUFFIXES
@@ -150,7 +151,16 @@ def run(
                 index_subdir(channel_dir, subdir, backend, conda_python)
                 _record(state_dir, channel, subdir, before)
                 indexed.setdefault(channel, []).append(subdir)
+            if todo or not (channel_dir / PAGE).exists():
+                write_channel_page(channel_dir, channel)
+                indexed.setdefault(channel, [])
     return indexed
+
+
+def channels_without_page(channels_root: Path, channels: list[str] | None) -> list[str]:
+    return [
+        c for c in channel_names(channels_root, channels) if not (channels_root / c / PAGE).exists()
+    ]
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -177,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
                 subdirs = stale_subdirs(args.channels_root, args.state_dir, channel)
                 if subdirs:
                     stale[channel] = subdirs
-            print(json.dumps({"stale": stale}))
+            missing = channels_without_page(args.channels_root, args.channel)
+            print(json.dumps({"stale": stale, "pages_missing": missing}))
         else:
             indexed = run(
                 args.channels_root,
