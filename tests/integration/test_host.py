@@ -4,24 +4,35 @@ from __future__ import annotations
 
 import pytest
 
-HTPASSWD = "/etc/nginx/condaport/users.htpasswd"
+AUTH_DIR = "/etc/nginx/condaport"
 
 
-def test_htpasswd_is_private_to_root_and_the_nginx_group(host) -> None:
-    htpasswd = host.file(HTPASSWD)
-    assert htpasswd.is_file
-    assert htpasswd.user == "root"
-    assert htpasswd.group == "www-data"
-    assert htpasswd.mode == 0o640
-    assert not htpasswd.path.startswith("/srv/")
+def test_htpasswd_files_are_private_to_root_and_the_nginx_group(host) -> None:
+    for channel in ("main", "partner"):
+        htpasswd = host.file(f"{AUTH_DIR}/{channel}.htpasswd")
+        assert htpasswd.is_file
+        assert htpasswd.user == "root"
+        assert htpasswd.group == "www-data"
+        assert htpasswd.mode == 0o640
+    # Anonymous channels need none; the old single-file layout is gone.
+    assert not host.file(f"{AUTH_DIR}/public.htpasswd").exists
+    assert not host.file(f"{AUTH_DIR}/users.htpasswd").exists
 
 
-def test_htpasswd_holds_exactly_the_inventory_users(host) -> None:
-    lines = host.file(HTPASSWD).content_string.splitlines()
-    users = [line.split(":", 1)[0] for line in lines if line.strip()]
-    assert users == ["ci", "reader"]
-    assert all(line.split(":", 1)[1].startswith("$6$") for line in lines if line.strip())
-    assert "molecule-reader-password" not in host.file(HTPASSWD).content_string
+def test_each_htpasswd_holds_exactly_the_channels_password_users(host) -> None:
+    expected = {"main": ["ci", "reader"], "partner": ["partner"]}  # robot has a token only
+    for channel, names in expected.items():
+        content = host.file(f"{AUTH_DIR}/{channel}.htpasswd").content_string
+        lines = [line for line in content.splitlines() if line.strip()]
+        assert [line.split(":", 1)[0] for line in lines] == names
+        assert all(line.split(":", 1)[1].startswith("$6$") for line in lines)
+        assert "molecule-" not in content  # hashes only
+
+
+def test_token_map_is_readable_by_root_only(host) -> None:
+    tokens = host.file(f"{AUTH_DIR}/tokens.map")
+    assert (tokens.user, tokens.group, tokens.mode) == ("root", "root", 0o600)
+    assert '"robot-token-only-0123456789" "robot";' in tokens.content_string
 
 
 def test_nginx_config_tests_clean_and_the_service_runs(host) -> None:

@@ -1,0 +1,144 @@
+"""A consumer machine set up only by the client role installs from the channels.
+
+Runs from molecule's `clients` scenario: commands execute inside the client container
+(podman exec) as the accounts the role configured, with nothing but the role's files:
+no RATTLER_AUTH_FILE, no SSL_CERT_FILE, no credentials in any URL.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+CLIENT_SCRIPT = Path(__file__).resolve().parents[1] / "support" / "client.py"
+RATTLER_PYTHON = "/opt/rattler/bin/python"
+SAMPLE = "hello-condaport"
+
+
+def _env(name: str) -> str:
+    value = os.environ.get(name)
+    if not value:
+        pytest.skip(f"{name} is not set: these tests run from molecule verify (clients scenario)")
+    return value
+
+
+@pytest.fixture(scope="session")
+def container() -> str:
+    name = _env("CONDAPORT_CLIENT_CONTAINER")
+    subprocess.run(
+        ["podman", "cp", str(CLIENT_SCRIPT), f"{name}:/usr/local/lib/condaport-client-test.py"],
+        check=True,
+    )
+    return name
+
+
+@pytest.fixture(scope="session")
+def server() -> str:
+    return _env("CONDAPORT_SERVER_URL").rstrip("/")
+
+
+def _exec(container: str, user: str, *argv: str, env: dict[str, str] | None = None):
+    home = "/root" if user == "root" else f"/home/{user}"
+    options = ["--user", user, "--env", f"HOME={home}", "--workdir", "/tmp"]
+    for key, value in (env or {}).items():
+        options += ["--env", f"{key}={value}"]
+    return subprocess.run(
+        ["podman", "exec", *options, container, *argv],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
+
+
+def _install(container: str, user: str, channel: str, prefix: str, **env: str):
+    return _exec(
+        container,
+        user,
+        RATTLER_PYTHON,
+        "/usr/local/lib/condaport-client-test.py",
+        "install",
+        "--channel",
+        channel,
+        "--prefix",
+        prefix,
+        SAMPLE,
+        env={"RATTLER_CACHE_DIR": f"{prefix}.cache", **env},
+    )
+
+
+@pytest.mark.parametrize("user", ["analyst", "root"])
+def test_private_channel_installs_with_the_roles_credentials(
+    container: str, server: str, user: str
+) -> None:
+    prefix = f"/tmp/{user}-private-env"
+    result = _install(container, user, f"{server}/private", prefix)
+    assert result.returncode == 0, result.stderr
+    assert SAMPLE in json.loads(result.stdout)["installed"][0]
+    meta = _exec(container, user, "sh", "-c", f"cat {prefix}/conda-meta/{SAMPLE}-*.json")
+    assert meta.returncode == 0
+    assert "molecule-alice-password" not in meta.stdout  # no credentials in the records
+
+
+def test_public_channel_installs_without_credentials(container: str, server: str) -> None:
+    # A HOME without the role's files: no netrc, no rattler auth file.
+    _exec(container, "analyst", "mkdir", "-p", "/tmp/empty-home")
+    result = _install(
+        container, "analyst", f"{server}/public", "/tmp/public-env", HOME="/tmp/empty-home"
+    )
+    assert result.returncode == 0, result.stderr
+
+
+def test_private_channel_refuses_a_client_without_the_roles_credentials(
+    container: str, server: str
+) -> None:
+    _exec(container, "analyst", "mkdir", "-p", "/tmp/empty-home")
+    result = _install(
+        container, "analyst", f"{server}/private", "/tmp/refused-env", HOME="/tmp/empty-home"
+    )
+    assert result.returncode != 0
+    assert "401" in result.stderr
+
+
+def test_role_files_have_safe_modes_and_no_url_credentials(container: str, server: str) -> None:
+    stat = _exec(
+        container,
+        "root",
+        "stat",
+        "-c",
+        "%n %a %U",
+        "/home/analyst/.netrc",
+        "/home/analyst/.rattler",
+        "/home/analyst/.rattler/credentials.json",
+        "/home/analyst/.condarc",
+    )
+    assert stat.returncode == 0, stat.stderr
+    assert stat.stdout.split("\n")[:4] == [
+        "/home/analyst/.netrc 600 analyst",
+        "/home/analyst/.rattler 700 analyst",
+        "/home/analyst/.rattler/credentials.json 600 analyst",
+        "/home/analyst/.condarc 644 analyst",
+    ]
+    condarc = _exec(container, "analyst", "cat", "/home/analyst/.condarc").stdout
+    assert f"- {server}/private" in condarc
+    assert f"- {server}/public" in condarc
+    assert "ssl_verify: /etc/ssl/certs/ca-certificates.crt" in condarc
+    assert "password" not in condarc and "@" not in condarc
+
+
+def test_the_ca_is_in_the_system_store(container: str, server: str) -> None:
+    # Python on the client, trusting only the system store, accepts the private CA.
+    result = _exec(
+        container,
+        "root",
+        "python3",
+        "-c",
+        "import ssl, urllib.request, sys; "
+        f"urllib.request.urlopen('{server}/public/noarch/repodata.json', "
+        "context=ssl.create_default_context()); print('ok')",
+    )
+    assert result.stdout.strip() == "ok", result.stderr
