@@ -56,6 +56,7 @@ unit: deps
 .PHONY: molecule
 molecule: images
 	molecule test --scenario-name default
+	molecule test --scenario-name clients
 	molecule test --scenario-name publishing
 
 .PHONY: test
