@@ -161,6 +161,25 @@ def test_content_types(access: Access) -> None:
         assert answer.headers["Content-Type"].startswith(content_type), path
 
 
+def test_credentials_to_be_revoked_work_now(access: Access) -> None:
+    """Run just before the converge that removes them (and caches their answers)."""
+    revoked = json.loads(_env("CONDAPORT_TO_BE_REVOKED"))
+    channel = revoked["channel"]
+    for token in revoked["tokens"]:
+        answer = fetch(
+            f"{access.base_url}/t/{token}/{channel}/noarch/repodata.json", ca_file=access.ca_file
+        )
+        assert answer.status == 200
+    for name, password in revoked["users"]:
+        for _ in range(2):  # the second answer comes from the verifier mode's cache
+            answer = fetch(
+                f"{access.base_url}/{channel}/noarch/repodata.json",
+                ca_file=access.ca_file,
+                auth=(name, password),
+            )
+            assert answer.status == 200
+
+
 def test_revoked_credentials_are_refused(access: Access) -> None:
     """Run after a converge that removed these: the very next request is refused."""
     revoked = json.loads(_env("CONDAPORT_REVOKED"))

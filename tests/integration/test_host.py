@@ -7,12 +7,21 @@ import pytest
 AUTH_DIR = "/etc/nginx/condaport"
 
 
-def test_htpasswd_files_are_private_to_root_and_the_nginx_group(host) -> None:
+def _verifier_mode(host) -> bool:
+    return host.file("/etc/nginx/conf.d/condaport.conf").contains("auth_request")
+
+
+def _reader_group(host) -> str:
+    """Who reads the htpasswd files: the verifier service, or NGINX's auth_basic."""
+    return "condaport-verifier" if _verifier_mode(host) else "www-data"
+
+
+def test_htpasswd_files_are_private_to_root_and_their_reader(host) -> None:
     for channel in ("main", "partner"):
         htpasswd = host.file(f"{AUTH_DIR}/{channel}.htpasswd")
         assert htpasswd.is_file
         assert htpasswd.user == "root"
-        assert htpasswd.group == "www-data"
+        assert htpasswd.group == _reader_group(host)
         assert htpasswd.mode == 0o640
     # Anonymous channels need none; the old single-file layout is gone.
     assert not host.file(f"{AUTH_DIR}/public.htpasswd").exists
@@ -25,7 +34,9 @@ def test_each_htpasswd_holds_exactly_the_channels_password_users(host) -> None:
         content = host.file(f"{AUTH_DIR}/{channel}.htpasswd").content_string
         lines = [line for line in content.splitlines() if line.strip()]
         assert [line.split(":", 1)[0] for line in lines] == names
-        assert all(line.split(":", 1)[1].startswith("$6$") for line in lines)
+        # bcrypt cost 12 with the verifier, sha512_crypt with auth_basic (the defaults).
+        prefix = "$2b$12$" if _verifier_mode(host) else "$6$"
+        assert all(line.split(":", 1)[1].startswith(prefix) for line in lines)
         assert "molecule-" not in content  # hashes only
 
 

@@ -32,24 +32,39 @@ def _target(page: str | Path) -> str:
 
 def screenshot(page: str | Path, png: Path, width: int = 1280, height: int = 1400) -> None:
     """Save a PNG of `page` (a URL, or a local HTML file)."""
+    png = png.resolve()
     png.unlink(missing_ok=True)
     argv = [_chromium(), *FLAGS, f"--window-size={width},{height}", f"--screenshot={png}"]
-    result = subprocess.run(
-        [*argv, _target(page)], capture_output=True, text=True, timeout=120, check=False
-    )
+    try:
+        result = subprocess.run(
+            [*argv, _target(page)], capture_output=True, text=True, timeout=120, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise RuntimeError(f"chromium took over {exc.timeout:.0f} s to screenshot {page}") from None
     if not png.exists() or png.stat().st_size == 0:
         raise RuntimeError(
             f"chromium wrote no screenshot (exit {result.returncode}): {result.stderr[-500:]}"
         )
 
 
+def screenshot_html(html_path: Path, png_path: Path, width: int = 1280, height: int = 1600) -> None:
+    """Save a PNG of a local HTML file, as a browser window of `width` x `height` shows it."""
+    if not html_path.is_file():
+        raise RuntimeError(f"no such HTML file: {html_path}")
+    screenshot(html_path, png_path, width, height)
+
+
 def dump_dom(page: str | Path) -> str:
     """The DOM after scripts ran, as Chromium serializes it."""
-    result = subprocess.run(
-        [_chromium(), *FLAGS, "--dump-dom", _target(page)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    try:
+        result = subprocess.run(
+            [_chromium(), *FLAGS, "--dump-dom", _target(page)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+    except subprocess.TimeoutExpired as exc:
+        # A page that opens a dialog (alert) blocks headless Chromium until the timeout.
+        raise RuntimeError(f"chromium took over {exc.timeout:.0f} s to load {page}") from None
     return result.stdout

@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 from condaport_tools import browse
+from support.screenshot import dump_dom, screenshot_html
 
 
 def _repodata(subdir: str, conda: dict, tar: dict | None = None) -> str:
@@ -18,6 +22,13 @@ def _record(name: str, version: str, build: str = "0", size: int = 1234, ts: int
     return {"name": name, "version": version, "build": build, "size": size, "timestamp": ts}
 
 
+def _add_records(channel: Path, subdir: str, records: dict[str, dict]) -> None:
+    path = channel / subdir / "repodata.json"
+    repodata = json.loads(path.read_text())
+    repodata["packages.conda"].update(records)
+    path.write_text(json.dumps(repodata))
+
+
 @pytest.fixture
 def channel(tmp_path: Path) -> Path:
     root = tmp_path / "main"
@@ -25,6 +36,7 @@ def channel(tmp_path: Path) -> Path:
     (root / "linux-64").mkdir()
     (root / "osx-arm64").mkdir()  # never indexed
     (root / ".cache").mkdir()  # an indexer's cache: not a subdir
+    (root / ".cache" / "repodata.json").write_text(_repodata(".cache", {}))
     (root / "noarch" / "repodata.json").write_text(
         _repodata(
             "noarch",
@@ -46,13 +58,18 @@ def channel(tmp_path: Path) -> Path:
 
 
 def test_page_lists_every_package_file_with_its_details(channel: Path) -> None:
-    html = browse.render_channel_page(channel, "main", datetime(2026, 1, 2, tzinfo=UTC))
+    html = browse.render_channel_page(
+        channel, "main", generated_at=datetime(2026, 1, 2, tzinfo=UTC)
+    )
     for text in ("tool", "1.10.0", "1.9.2", "h1_0", "libx", "2.5 MB", "1.2 kB", "2023-11-14"):
         assert text in html
+    assert "2020-09-13" in html  # a timestamp in seconds, as older packages carry
     assert 'href="linux-64/tool-1.2-h1_0.conda"' in html
-    assert 'href="linux-64/libx-0.1-0.tar.bz2"' in html
+    assert 'href="linux-64/libx-0.1-0.tar.bz2"' in html  # .tar.bz2 files are listed too
+    assert re.search(r"3 packages ·\s+5 files \(.+\) ·\s+3 subdirs ·\s+updated", html)
     assert "2026-01-02 00:00 UTC" in html
     assert "<title>condaport · main</title>" in html
+    assert '<meta name="generator" content="condaport">' in html
 
 
 def test_newest_version_comes_first_by_conda_ordering(channel: Path) -> None:
@@ -62,23 +79,85 @@ def test_newest_version_comes_first_by_conda_ordering(channel: Path) -> None:
     assert html.index("<code>1.9.2</code>") < html.index("<code>1.2</code>")
 
 
+def test_invalid_versions_sort_after_valid_ones(channel: Path) -> None:
+    _add_records(channel, "noarch", {"tool-1..0-0.conda": _record("tool", "1..0")})
+    groups, _ = browse.collect(channel)
+    tool = next(g for g in groups if g.name == "tool")
+    assert [f.version for f in tool.files] == ["1.10.0", "1.9.2", "1.2", "1..0"]
+
+
+def test_links_are_relative_and_url_encoded(channel: Path) -> None:
+    _add_records(channel, "noarch", {"odd name#1-1.0-0.conda": _record("odd", "1.0")})
+    html = browse.render_channel_page(channel, "main")
+    assert 'href="noarch/odd%20name%231-1.0-0.conda"' in html
+    hrefs = re.findall(r'href="([^"]*)"', html)
+    assert len(hrefs) == 6
+    assert all(re.fullmatch(r"(noarch|linux-64)/[^/:]+", h) for h in hrefs), hrefs
+
+
 def test_package_metadata_is_escaped(channel: Path) -> None:
     html = browse.render_channel_page(channel, "main")
     assert "<script>alert(1)</script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
 
 
+def test_channel_name_cannot_break_out_of_the_script(channel: Path) -> None:
+    html = browse.render_channel_page(channel, "x</script><script>alert(2)//")
+    assert "alert(2)" in html
+    assert "<script>alert(2)" not in html
+    assert html.count("<script>") == 1 and html.count("</script>") == 1
+
+
+def test_snippets_use_the_given_url_or_fill_it_in_the_browser(channel: Path) -> None:
+    fixed = browse.render_channel_page(channel, "main", "https://conda.example.org/main")
+    assert (
+        'conda config --add channels <span class="channel-url">https://conda.example.org/main/'
+        in fixed
+    )
+    assert "pixi project channel add" in fixed
+    assert "<script>" not in fixed  # nothing to fill in
+    guessed = browse.render_channel_page(channel, "main")
+    assert '<span class="channel-url">https://HOST/main/</span>' in guessed
+    assert "location.origin" in guessed
+    assert "~/.netrc" in guessed and "credentials.json" in guessed
+
+
 def test_subdirs_without_repodata_say_so_and_dot_dirs_are_ignored(channel: Path) -> None:
     groups, subdirs = browse.collect(channel)
     assert [s.name for s in subdirs] == ["noarch", "linux-64", "osx-arm64"]
     assert [(s.indexed, s.count) for s in subdirs] == [(True, 3), (True, 2), (False, 0)]
-    assert "not indexed yet" in browse.render_channel_page(channel, "main")
+    html = browse.render_channel_page(channel, "main")
+    assert re.search(r"<b>osx-arm64</b> ·\s*not indexed yet", html)
+    assert html.count("not indexed yet") == 1
+    assert ".cache" not in html
 
 
 def test_broken_repodata_does_not_break_the_page(channel: Path) -> None:
     (channel / "linux-64" / "repodata.json").write_text("{not json")
     html = browse.render_channel_page(channel, "main")
     assert "1.10.0" in html and "h1_0" not in html
+    assert re.search(r"<b>linux-64</b> ·\s*not indexed yet", html)
+
+
+def test_junk_records_do_not_break_the_page(channel: Path) -> None:
+    (channel / "linux-64" / "repodata.json").write_text(
+        json.dumps(
+            {
+                "packages": ["not", "a", "dict"],
+                "packages.conda": {
+                    "a-1-0.conda": "not a record",
+                    "b-1-0.conda": {"name": "b", "version": "1", "size": "huge", "timestamp": "x"},
+                    "c-1-0.conda": {"name": ["c"], "size": True, "timestamp": 10**20},
+                },
+            }
+        )
+    )
+    groups, _ = browse.collect(channel)
+    junk = {f.filename: f for g in groups for f in g.files if f.subdir == "linux-64"}
+    assert sorted(junk) == ["b-1-0.conda", "c-1-0.conda"]
+    assert junk["b-1-0.conda"].size == 0 and junk["b-1-0.conda"].uploaded == "—"
+    assert junk["c-1-0.conda"].uploaded == "—"
+    assert "b-1-0.conda" in browse.render_channel_page(channel, "main")
 
 
 def test_an_empty_channel_renders(tmp_path: Path) -> None:
@@ -95,8 +174,51 @@ def test_page_is_replaced_atomically_and_world_readable(channel: Path) -> None:
     assert sorted(p.name for p in channel.iterdir() if p.is_file()) == ["index.html"]
 
 
+def test_a_failed_write_leaves_the_old_page_and_no_temp_file(
+    channel: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (channel / "index.html").write_text("old")
+
+    def refuse(src: str, dst: str) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "replace", refuse)
+    with pytest.raises(OSError):
+        browse.write_channel_page(channel, "main")
+    assert (channel / "index.html").read_text() == "old"
+    assert sorted(p.name for p in channel.iterdir() if p.is_file()) == ["index.html"]
+
+
 @pytest.mark.parametrize(
-    ("size", "text"), [(0, "0 B"), (999, "999 B"), (1000, "1.0 kB"), (3_400_000_000, "3.4 GB")]
+    ("size", "text"),
+    [
+        (0, "0 B"),
+        (999, "999 B"),
+        (1000, "1.0 kB"),
+        (12_345, "12.3 kB"),
+        (999_960, "1.0 MB"),
+        (3_400_000_000, "3.4 GB"),
+    ],
 )
 def test_human_size(size: int, text: str) -> None:
     assert browse.human_size(size) == text
+
+
+@pytest.mark.skipif(
+    not (shutil.which("chromium") or shutil.which("chromium-browser")),
+    reason="headless Chromium is not installed",
+)
+def test_chromium_renders_the_page(channel: Path, tmp_path: Path) -> None:
+    page = browse.write_channel_page(channel, "main")
+    dom = dump_dom(page)
+    # Parsed as a browser parses it: one script element (ours), the hostile name as text.
+    assert dom.count("<script>") == 1
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in dom
+    assert 'href="linux-64/tool-1.2-h1_0.conda"' in dom
+    # Opened from disk there is no origin to fill in: the placeholder stays.
+    assert '<span class="channel-url">https://HOST/main/</span>' in dom
+    png = tmp_path / "page.png"
+    screenshot_html(page, png, width=390, height=900)
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    with pytest.raises(RuntimeError, match="no such HTML file"):
+        screenshot_html(tmp_path / "missing.html", png)

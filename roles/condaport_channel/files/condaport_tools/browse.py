@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from rattler import Version
+from rattler.exceptions import InvalidVersionError
 
 PAGE = "index.html"
 TEMPLATE = "browse.html.j2"
@@ -59,29 +62,42 @@ class SubdirSummary:
 
 
 def human_size(size: int) -> str:
-    value = float(size)
-    for unit in ("B", "kB", "MB", "GB"):
-        if value < 1000 or unit == "GB":
-            return f"{int(value)} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+    """Decimal units, one decimal place: 999 B, 1.0 kB, 12.3 MB (never "1000.0 kB")."""
+    if size < 1000:
+        return f"{max(size, 0)} B"
+    value = size / 1000
+    for unit in ("kB", "MB", "GB"):
+        if round(value, 1) < 1000 or unit == "GB":
+            return f"{value:.1f} {unit}"
         value /= 1000
     raise AssertionError("unreachable")
 
 
-def _version_key(version: str) -> tuple[int, object]:
+def _version_key(version: str) -> tuple[int, Version | str]:
     """Sort key for conda versions; unparseable ones sort after the valid ones, as text."""
     try:
-        from rattler import Version
-
         return (1, Version(version))
-    except Exception:  # noqa: BLE001 - any parse failure just means "sort as text"
+    except (InvalidVersionError, TypeError, ValueError):
         return (0, version)
 
 
 def _milliseconds(timestamp: object) -> int | None:
     """repodata timestamps are milliseconds, but older packages carry seconds."""
-    if not isinstance(timestamp, int | float) or timestamp <= 0:
+    if isinstance(timestamp, bool) or not isinstance(timestamp, int | float) or timestamp <= 0:
         return None
-    return int(timestamp if timestamp > 10**11 else timestamp * 1000)
+    moment = timestamp if timestamp > 10**11 else timestamp * 1000
+    return int(moment) if moment < 10**14 else None  # beyond year 5000: garbage, not a date
+
+
+def _size(value: object) -> int:
+    """A record's size; anything that is not a non-negative whole number counts as 0."""
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        return 0
+    try:
+        size = int(value)
+    except (ValueError, OverflowError):
+        return 0
+    return max(size, 0)
 
 
 def _read_repodata(path: Path) -> dict | None:
@@ -120,7 +136,7 @@ def collect(channel_dir: Path) -> tuple[list[PackageGroup], list[SubdirSummary]]
                     build=str(record.get("build", "?")),
                     subdir=subdir,
                     filename=str(filename),
-                    size=int(record.get("size") or 0),
+                    size=_size(record.get("size")),
                     timestamp_ms=_milliseconds(record.get("timestamp")),
                 )
                 groups.setdefault(package.name, PackageGroup(package.name)).files.append(package)
@@ -133,8 +149,12 @@ def collect(channel_dir: Path) -> tuple[list[PackageGroup], list[SubdirSummary]]
 
 
 def render_channel_page(
-    channel_dir: Path, channel_name: str, generated_at: datetime | None = None
+    channel_dir: Path,
+    channel_name: str,
+    channel_url: str | None = None,
+    generated_at: datetime | None = None,
 ) -> str:
+    """The page's HTML. Without `channel_url` the snippets show the URL the browser used."""
     groups, subdirs = collect(channel_dir)
     environment = Environment(
         loader=FileSystemLoader(Path(__file__).parent),
@@ -145,6 +165,7 @@ def render_channel_page(
     moment = generated_at or datetime.now(tz=UTC)
     return environment.get_template(TEMPLATE).render(
         channel=channel_name,
+        channel_url=channel_url.rstrip("/") + "/" if channel_url else None,
         groups=groups,
         subdirs=subdirs,
         file_count=sum(len(g.files) for g in groups),
@@ -153,13 +174,31 @@ def render_channel_page(
     )
 
 
-def write_channel_page(channel_dir: Path, channel_name: str) -> Path:
-    """Render and atomically replace `<channel_dir>/index.html` (mode 0644)."""
+def write_channel_page(
+    channel_dir: Path, channel_name: str, channel_url: str | None = None
+) -> Path:
+    """Render and atomically replace `<channel_dir>/index.html` (mode 0644).
+
+    The temp file is a dot file in the same directory (never served, same file system for
+    the rename); it is removed if anything fails before the rename.
+    """
+    content = render_channel_page(channel_dir, channel_name, channel_url).encode()
     target = channel_dir / PAGE
-    partial = channel_dir / f".{PAGE}.partial"
-    partial.write_text(render_channel_page(channel_dir, channel_name))
-    partial.chmod(0o644)
-    with partial.open("rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(partial, target)
+    fd, name = tempfile.mkstemp(dir=channel_dir, prefix=f".{PAGE}.", suffix=".partial")
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o644)
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    directory = os.open(channel_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
     return target
