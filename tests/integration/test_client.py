@@ -142,3 +142,14 @@ def test_the_ca_is_in_the_system_store(container: str, server: str) -> None:
         "context=ssl.create_default_context()); print('ok')",
     )
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def test_logins_for_other_hosts_are_kept(container: str) -> None:
+    netrc = _exec(container, "analyst", "cat", "/home/analyst/.netrc").stdout
+    assert "machine git.example.org login analyst password other-secret" in netrc
+    assert "machine condaport-clients-server login alice password" in netrc
+    auth = json.loads(
+        _exec(container, "analyst", "cat", "/home/analyst/.rattler/credentials.json").stdout
+    )
+    assert auth["prefix.dev"] == {"BearerToken": "other-token"}
+    assert auth["condaport-clients-server"]["BasicHTTP"]["username"] == "alice"
