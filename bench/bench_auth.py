@@ -1,11 +1,14 @@
-"""Requests per second for a small package file through NGINX basic auth, per hash scheme.
+"""Requests per second for a small package file through NGINX, per auth mode and hash scheme.
 
-NGINX verifies the htpasswd hash on every request inside its worker, so the scheme and its
-cost decide throughput. This starts a throwaway NGINX on 127.0.0.1 (its own prefix and
-config, no root paths touched), generates one htpasswd per scheme with passlib, and runs
-wrk against each. Prints req/s and the ratio to no auth.
+With auth_basic NGINX verifies the htpasswd hash on every request inside its worker, so
+the scheme and its cost decide throughput. In verifier mode (`cached:<scheme>`) NGINX asks
+condaport-verifier through auth_request and caches the positive answer under an njs HMAC
+key, exactly as the condaport_nginx role configures it. This starts a throwaway NGINX on
+127.0.0.1 (its own prefix and config, no root paths touched) and, for cached specs, the
+verifier on a unix socket; generates one htpasswd per spec with passlib, and runs wrk
+against each. Prints req/s and the ratio to no auth.
 
-Usage: python bench/bench_auth.py [--duration 5] [--schemes sha512_crypt,bcrypt:12,...]
+Usage: python bench/bench_auth.py [--duration 5] [--schemes none,sha512_crypt,cached:bcrypt:12]
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -23,7 +27,15 @@ from pathlib import Path
 from passlib import hash as passlib_hash
 
 USER, PASSWORD = "bench", "bench-password-1234"
-DEFAULT_SCHEMES = "none,apr_md5_crypt,sha512_crypt:5000,bcrypt:5,bcrypt:8,bcrypt:12"
+DEFAULT_SCHEMES = (
+    "none,apr_md5_crypt,sha512_crypt:5000,bcrypt:5,bcrypt:8,bcrypt:12,cached:bcrypt:12"
+)
+REPO = Path(__file__).resolve().parents[1]
+VERIFIER = REPO / "roles" / "condaport_verifier" / "files" / "condaport_verifier.py"
+NJS_TEMPLATE = (
+    REPO / "roles" / "condaport_nginx" / "templates" / "etc" / "nginx" / "condaport" / "auth.js.j2"
+)
+NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
 
 
 def make_hash(spec: str) -> str:
@@ -44,13 +56,40 @@ def free_port() -> int:
 
 def nginx_conf(prefix: Path, port: int, specs: list[str]) -> str:
     locations = []
+    cached = False
     for n, spec in enumerate(specs):
         auth = ""
-        if spec != "none":
+        if spec.startswith("cached:"):
+            cached = True
+            (prefix / "auth" / f"c{n}.htpasswd").write_text(f"{USER}:{make_hash(spec[7:])}\n")
+            auth = f"auth_request /_auth/c{n};"
+            locations.append(
+                f"location = /_auth/c{n} {{ internal;"
+                f" proxy_pass http://unix:{prefix}/verifier.sock:/check/c{n};"
+                ' proxy_pass_request_body off; proxy_set_header Content-Length "";'
+                " proxy_cache bench_auth; proxy_cache_key $bench_auth_key;"
+                " proxy_cache_valid 200 600s; proxy_cache_lock on;"
+                " proxy_ignore_headers Cache-Control Expires Set-Cookie; }"
+            )
+        elif spec != "none":
             (prefix / f"{n}.htpasswd").write_text(f"{USER}:{make_hash(spec)}\n")
             auth = f'auth_basic "bench"; auth_basic_user_file {prefix}/{n}.htpasswd;'
         locations.append(f"location /s{n}/ {{ {auth} alias {prefix}/www/; }}")
+    verifier_mode = ""
+    if cached:
+        (prefix / "auth.js").write_text(
+            NJS_TEMPLATE.read_text().replace("{{ ansible_managed }}", "")
+        )
+        verifier_mode = f"""
+    proxy_cache_path {prefix}/auth-cache levels=1:2 keys_zone=bench_auth:4m inactive=10m
+                     use_temp_path=off;
+    js_import condaport_auth from {prefix}/auth.js;
+    js_set $bench_auth_key condaport_auth.cacheKey;
+    map $host $condaport_auth_secret {{ default "bench-only-secret"; }}
+"""
+    load = f"load_module {NJS_MODULE};" if cached else ""
     return f"""
+{load}
 worker_processes auto;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log;
@@ -59,12 +98,34 @@ http {{
     access_log off;
     client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp;
     fastcgi_temp_path {prefix}/tmp; uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+    {verifier_mode}
     server {{
         listen 127.0.0.1:{port};
         {" ".join(locations)}
     }}
 }}
 """
+
+
+def start_verifier(prefix: Path) -> subprocess.Popen[bytes]:
+    socket_path = prefix / "verifier.sock"
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            str(VERIFIER),
+            "--socket",
+            str(socket_path),
+            "--auth-dir",
+            str(prefix / "auth"),
+        ]
+    )
+    for _ in range(100):
+        if socket_path.exists():
+            socket_path.chmod(0o666)  # NGINX's workers run as nobody here
+            return process
+        time.sleep(0.05)
+    process.kill()
+    raise RuntimeError("the verifier did not create its socket")
 
 
 def wrk(url: str, duration: int) -> float:
@@ -97,10 +158,16 @@ def main() -> int:
         prefix.chmod(0o755)  # NGINX's workers run unprivileged and must read the files
         (prefix / "www").mkdir()
         (prefix / "tmp").mkdir()
+        (prefix / "auth").mkdir()
         (prefix / "www" / "pkg.conda").write_bytes(b"x" * 100)
         port = free_port()
         (prefix / "nginx.conf").write_text(nginx_conf(prefix, port, specs))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+        verifier = None
+        if any(spec.startswith("cached:") for spec in specs):
+            if not NJS_MODULE.exists():
+                raise SystemExit("cached mode needs njs (apt-get install libnginx-mod-http-js)")
+            verifier = start_verifier(prefix)
         subprocess.run([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")], check=True)
         try:
             time.sleep(0.3)
@@ -113,11 +180,15 @@ def main() -> int:
                 [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-s", "stop"],
                 check=False,
             )
+            if verifier is not None:
+                verifier.terminate()
+                verifier.wait(timeout=10)
     baseline = results.get("none")
-    print(f"{'scheme':<20} {'req/s':>10} {'vs no auth':>11}")
+    print(f"{'mode:scheme':<22} {'req/s':>10} {'vs no auth':>11}")
     for spec, rate in results.items():
         ratio = f"{rate / baseline:.1%}" if baseline else "-"
-        print(f"{spec:<20} {rate:>10.1f} {ratio:>11}")
+        label = spec if spec.startswith("cached:") or spec == "none" else f"auth_basic:{spec}"
+        print(f"{label:<22} {rate:>10.1f} {ratio:>11}")
     return 0
 
 
