@@ -153,3 +153,17 @@ def test_logins_for_other_hosts_are_kept(container: str) -> None:
     )
     assert auth["prefix.dev"] == {"BearerToken": "other-token"}
     assert auth["condaport-clients-server"]["BasicHTTP"]["username"] == "alice"
+
+
+def test_netrc_gives_conda_the_channel_login(container: str) -> None:
+    # conda's HTTP stack (requests) looks logins up with Python's own netrc parser.
+    lookup = _exec(
+        container,
+        "analyst",
+        "python3",
+        "-c",
+        "import json, netrc; "
+        "print(json.dumps(netrc.netrc().authenticators('condaport-clients-server')))",
+    )
+    assert lookup.returncode == 0, lookup.stderr
+    assert json.loads(lookup.stdout) == ["alice", "", "molecule-alice-password"]
