@@ -9,6 +9,9 @@ verifier on a unix socket; generates one htpasswd per spec with passlib, and run
 against each. Prints req/s and the ratio to no auth.
 
 Usage: python bench/bench_auth.py [--duration 5] [--schemes none,sha512_crypt,cached:bcrypt:12]
+                                  [--plain-http]
+HTTPS (TLS 1.3, ECDSA P-256, keep-alive) by default, as condaport serves; --plain-http
+measures without TLS, where the auth overhead is a larger share of each request.
 """
 
 from __future__ import annotations
@@ -54,7 +57,36 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def nginx_conf(prefix: Path, port: int, specs: list[str]) -> str:
+def self_signed(prefix: Path) -> str:
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-keyout",
+            str(prefix / "key.pem"),
+            "-out",
+            str(prefix / "cert.pem"),
+            "-days",
+            "1",
+            "-subj",
+            "/CN=localhost",
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return (
+        f"ssl ; ssl_certificate {prefix}/cert.pem; ssl_certificate_key {prefix}/key.pem;"
+        " ssl_protocols TLSv1.2 TLSv1.3;"
+    )
+
+
+def nginx_conf(prefix: Path, port: int, specs: list[str], tls: str) -> str:
     locations = []
     cached = False
     for n, spec in enumerate(specs):
@@ -100,7 +132,7 @@ http {{
     fastcgi_temp_path {prefix}/tmp; uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
     {verifier_mode}
     server {{
-        listen 127.0.0.1:{port};
+        listen 127.0.0.1:{port} {tls}
         {" ".join(locations)}
     }}
 }}
@@ -148,6 +180,7 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--duration", type=int, default=5)
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
+    parser.add_argument("--plain-http", action="store_true", help="measure without TLS")
     args = parser.parse_args()
     for tool in ("nginx", "wrk"):
         if not shutil.which(tool) and not Path(f"/usr/sbin/{tool}").exists():
@@ -161,7 +194,9 @@ def main() -> int:
         (prefix / "auth").mkdir()
         (prefix / "www" / "pkg.conda").write_bytes(b"x" * 100)
         port = free_port()
-        (prefix / "nginx.conf").write_text(nginx_conf(prefix, port, specs))
+        tls = ";" if args.plain_http else self_signed(prefix)
+        scheme = "http" if args.plain_http else "https"
+        (prefix / "nginx.conf").write_text(nginx_conf(prefix, port, specs, tls))
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         verifier = None
         if any(spec.startswith("cached:") for spec in specs):
@@ -172,7 +207,7 @@ def main() -> int:
         try:
             time.sleep(0.3)
             results = {
-                spec: wrk(f"http://127.0.0.1:{port}/s{n}/pkg.conda", args.duration)
+                spec: wrk(f"{scheme}://127.0.0.1:{port}/s{n}/pkg.conda", args.duration)
                 for n, spec in enumerate(specs)
             }
         finally:
@@ -184,6 +219,7 @@ def main() -> int:
                 verifier.terminate()
                 verifier.wait(timeout=10)
     baseline = results.get("none")
+    print(f"{scheme.upper()}, wrk -t2 -c10 -d{args.duration}s, 100-byte file on 127.0.0.1")
     print(f"{'mode:scheme':<22} {'req/s':>10} {'vs no auth':>11}")
     for spec, rate in results.items():
         ratio = f"{rate / baseline:.1%}" if baseline else "-"
