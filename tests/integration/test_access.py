@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from conftest import _require as _env
 from conftest import fetch
 from support.screenshot import dump_dom, screenshot
 
@@ -44,13 +45,6 @@ class Access:
 
     def outsiders(self, channel: dict) -> list[dict]:
         return [u for u in self.users if u not in self.readers(channel)]
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.skip(f"{name} is not set: these tests run from molecule verify against a live host")
-    return value
 
 
 @pytest.fixture(scope="session")
@@ -161,41 +155,33 @@ def test_content_types(access: Access) -> None:
         assert answer.headers["Content-Type"].startswith(content_type), path
 
 
+def _statuses_of(access: Access, revoked: dict) -> list[int]:
+    """One answer per token, two per user (the second from the verifier mode's cache)."""
+    channel = revoked["channel"]
+    url = f"{channel}/noarch/repodata.json"
+    statuses = [
+        fetch(f"{access.base_url}/t/{token}/{url}", ca_file=access.ca_file).status
+        for token in revoked["tokens"]
+    ]
+    for name, password in revoked["users"]:
+        for _ in range(2):
+            auth = (name, password)
+            statuses.append(
+                fetch(f"{access.base_url}/{url}", ca_file=access.ca_file, auth=auth).status
+            )
+    return statuses
+
+
 def test_credentials_to_be_revoked_work_now(access: Access) -> None:
     """Run just before the converge that removes them (and caches their answers)."""
     revoked = json.loads(_env("CONDAPORT_TO_BE_REVOKED"))
-    channel = revoked["channel"]
-    for token in revoked["tokens"]:
-        answer = fetch(
-            f"{access.base_url}/t/{token}/{channel}/noarch/repodata.json", ca_file=access.ca_file
-        )
-        assert answer.status == 200
-    for name, password in revoked["users"]:
-        for _ in range(2):  # the second answer comes from the verifier mode's cache
-            answer = fetch(
-                f"{access.base_url}/{channel}/noarch/repodata.json",
-                ca_file=access.ca_file,
-                auth=(name, password),
-            )
-            assert answer.status == 200
+    assert set(_statuses_of(access, revoked)) == {200}
 
 
 def test_revoked_credentials_are_refused(access: Access) -> None:
     """Run after a converge that removed these: the very next request is refused."""
     revoked = json.loads(_env("CONDAPORT_REVOKED"))
-    channel = revoked["channel"]
-    for token in revoked["tokens"]:
-        answer = fetch(
-            f"{access.base_url}/t/{token}/{channel}/noarch/repodata.json", ca_file=access.ca_file
-        )
-        assert answer.status == 401
-    for name, password in revoked["users"]:
-        answer = fetch(
-            f"{access.base_url}/{channel}/noarch/repodata.json",
-            ca_file=access.ca_file,
-            auth=(name, password),
-        )
-        assert answer.status == 401
+    assert set(_statuses_of(access, revoked)) == {401}
 
 
 def test_public_browse_page_renders_live_in_chromium(access: Access) -> None:
