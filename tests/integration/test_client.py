@@ -8,22 +8,15 @@ no RATTLER_AUTH_FILE, no SSL_CERT_FILE, no credentials in any URL.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import _require as _env
 
 CLIENT_SCRIPT = Path(__file__).resolve().parents[1] / "support" / "client.py"
 RATTLER_PYTHON = "/opt/rattler/bin/python"
 SAMPLE = "hello-condaport"
-
-
-def _env(name: str) -> str:
-    value = os.environ.get(name)
-    if not value:
-        pytest.skip(f"{name} is not set: these tests run from molecule verify (clients scenario)")
-    return value
 
 
 @pytest.fixture(scope="session")
