@@ -11,7 +11,7 @@ export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PACKAGES ?= $(SYSTEM_PACKAGES)
 # chromium: the tests screenshot the browse page headless.
 SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns chromium
-BENCH_PACKAGES := nginx wrk libnginx-mod-http-js
+BENCH_PACKAGES := nginx wrk libnginx-mod-http-lua
 
 .PHONY: help
 help:

@@ -1,26 +1,31 @@
 """Requests per second for a small package file through NGINX, per auth mode and hash scheme.
 
 With auth_basic NGINX verifies the htpasswd hash on every request inside its worker, so
-the scheme and its cost decide throughput. In verifier mode (`cached:<scheme>`) NGINX asks
-condaport-verifier through auth_request and caches the positive answer under an njs HMAC
-key, exactly as the condaport_nginx role configures it. This starts a throwaway NGINX on
+the scheme and its cost decide throughput. In verifier mode (`cached:<scheme>`) the role's
+Lua access check (condaport_auth.lua) asks condaport-verifier and keeps the positive answer
+in shared memory, configured as the condaport_nginx role does. This starts a throwaway NGINX on
 127.0.0.1 (its own prefix and config, no root paths touched) and, for cached specs, the
 verifier on a unix socket; generates one htpasswd per spec with passlib, and runs wrk
 against each. Prints req/s and the ratio to no auth.
 
-Usage: python bench/bench_auth.py [--duration 5] [--schemes none,sha512_crypt,cached:bcrypt:12]
-                                  [--plain-http]
+Usage: python bench/bench_auth.py [--duration 3] [--rounds 5] [--plain-http]
+                                  [--schemes none,sha512_crypt,cached:bcrypt:12]
 HTTPS (TLS 1.3, ECDSA P-256, keep-alive) by default, as condaport serves; --plain-http
 measures without TLS, where the auth overhead is a larger share of each request.
+Each round runs every scheme once, in a new random order; the table shows medians over the
+rounds (and the range), because a shared VM's throughput drifts by 10-20 % within minutes
+and a single run per scheme would mostly measure that drift.
 """
 
 from __future__ import annotations
 
 import argparse
 import base64
+import random
 import re
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -35,10 +40,11 @@ DEFAULT_SCHEMES = (
 )
 REPO = Path(__file__).resolve().parents[1]
 VERIFIER = REPO / "roles" / "condaport_verifier" / "files" / "condaport_verifier.py"
-NJS_TEMPLATE = (
-    REPO / "roles" / "condaport_nginx" / "templates" / "etc" / "nginx" / "condaport" / "auth.js.j2"
-)
-NJS_MODULE = Path("/usr/lib/nginx/modules/ngx_http_js_module.so")
+LUA_CHECK_DIR = REPO / "roles" / "condaport_nginx" / "files"
+LUA_MODULES = [
+    Path("/usr/lib/nginx/modules/ndk_http_module.so"),
+    Path("/usr/lib/nginx/modules/ngx_http_lua_module.so"),
+]
 
 
 def make_hash(spec: str) -> str:
@@ -94,32 +100,19 @@ def nginx_conf(prefix: Path, port: int, specs: list[str], tls: str) -> str:
         if spec.startswith("cached:"):
             cached = True
             (prefix / "auth" / f"c{n}.htpasswd").write_text(f"{USER}:{make_hash(spec[7:])}\n")
-            auth = f"auth_request /_auth/c{n};"
-            locations.append(
-                f"location = /_auth/c{n} {{ internal;"
-                f" proxy_pass http://unix:{prefix}/verifier.sock:/check/c{n};"
-                ' proxy_pass_request_body off; proxy_set_header Content-Length "";'
-                " proxy_cache bench_auth; proxy_cache_key $bench_auth_key;"
-                " proxy_cache_valid 200 600s; proxy_cache_lock on;"
-                " proxy_ignore_headers Cache-Control Expires Set-Cookie; }"
-            )
+            auth = f'access_by_lua_block {{ require("condaport_auth").check("c{n}", "bench") }}'
         elif spec != "none":
             (prefix / f"{n}.htpasswd").write_text(f"{USER}:{make_hash(spec)}\n")
             auth = f'auth_basic "bench"; auth_basic_user_file {prefix}/{n}.htpasswd;'
         locations.append(f"location /s{n}/ {{ {auth} alias {prefix}/www/; }}")
     verifier_mode = ""
     if cached:
-        (prefix / "auth.js").write_text(
-            NJS_TEMPLATE.read_text().replace("{{ ansible_managed }}", "")
-        )
         verifier_mode = f"""
-    proxy_cache_path {prefix}/auth-cache levels=1:2 keys_zone=bench_auth:4m inactive=10m
-                     use_temp_path=off;
-    js_import condaport_auth from {prefix}/auth.js;
-    js_set $bench_auth_key condaport_auth.cacheKey;
-    map $host $condaport_auth_secret {{ default "bench-only-secret"; }}
+    lua_package_path "{LUA_CHECK_DIR}/?.lua;;";
+    lua_shared_dict condaport_auth_answers 8m;
+    init_by_lua_block {{ require("condaport_auth").init(600, "{prefix}/verifier.sock") }}
 """
-    load = f"load_module {NJS_MODULE};" if cached else ""
+    load = "".join(f"load_module {module};" for module in LUA_MODULES) if cached else ""
     return f"""
 {load}
 worker_processes auto;
@@ -178,7 +171,8 @@ def wrk(url: str, duration: int) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--duration", type=int, default=5)
+    parser.add_argument("--duration", type=int, default=3, help="seconds per wrk run")
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--schemes", default=DEFAULT_SCHEMES)
     parser.add_argument("--plain-http", action="store_true", help="measure without TLS")
     args = parser.parse_args()
@@ -200,16 +194,17 @@ def main() -> int:
         nginx = shutil.which("nginx") or "/usr/sbin/nginx"
         verifier = None
         if any(spec.startswith("cached:") for spec in specs):
-            if not NJS_MODULE.exists():
-                raise SystemExit("cached mode needs njs (apt-get install libnginx-mod-http-js)")
+            if not all(module.exists() for module in LUA_MODULES):
+                raise SystemExit("cached mode needs Lua (apt-get install libnginx-mod-http-lua)")
             verifier = start_verifier(prefix)
         subprocess.run([nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf")], check=True)
         try:
             time.sleep(0.3)
-            results = {
-                spec: wrk(f"{scheme}://127.0.0.1:{port}/s{n}/pkg.conda", args.duration)
-                for n, spec in enumerate(specs)
-            }
+            results: dict[str, list[float]] = {spec: [] for spec in specs}
+            for _ in range(args.rounds):
+                for n, spec in random.sample(list(enumerate(specs)), len(specs)):
+                    url = f"{scheme}://127.0.0.1:{port}/s{n}/pkg.conda"
+                    results[spec].append(wrk(url, args.duration))
         finally:
             subprocess.run(
                 [nginx, "-p", str(prefix), "-c", str(prefix / "nginx.conf"), "-s", "stop"],
@@ -218,13 +213,18 @@ def main() -> int:
             if verifier is not None:
                 verifier.terminate()
                 verifier.wait(timeout=10)
-    baseline = results.get("none")
-    print(f"{scheme.upper()}, wrk -t2 -c10 -d{args.duration}s, 100-byte file on 127.0.0.1")
-    print(f"{'mode:scheme':<22} {'req/s':>10} {'vs no auth':>11}")
-    for spec, rate in results.items():
+    medians = {spec: statistics.median(rates) for spec, rates in results.items()}
+    baseline = medians.get("none")
+    print(
+        f"{scheme.upper()}, wrk -t2 -c10, {args.rounds} rounds of {args.duration}s in random"
+        " order, 100-byte file on 127.0.0.1; medians"
+    )
+    print(f"{'mode:scheme':<30} {'req/s':>10} {'vs no auth':>11}  range")
+    for spec, rate in medians.items():
         ratio = f"{rate / baseline:.1%}" if baseline else "-"
         label = spec if spec.startswith("cached:") or spec == "none" else f"auth_basic:{spec}"
-        print(f"{label:<22} {rate:>10.1f} {ratio:>11}")
+        spread = f"{min(results[spec]):.0f}-{max(results[spec]):.0f}"
+        print(f"{label:<30} {rate:>10.1f} {ratio:>11}  {spread}")
     return 0
 
 

@@ -8,7 +8,7 @@ AUTH_DIR = "/etc/nginx/condaport"
 
 
 def _verifier_mode(host) -> bool:
-    return host.file("/etc/nginx/conf.d/condaport.conf").contains("auth_request")
+    return host.file("/etc/nginx/conf.d/condaport.conf").contains("access_by_lua")
 
 
 def _reader_group(host) -> str:

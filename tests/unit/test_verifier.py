@@ -1,4 +1,4 @@
-"""The auth_request verifier: real HTTP over a real unix socket, real htpasswd hashes."""
+"""The verifier NGINX asks: real HTTP over a real unix socket, real htpasswd hashes."""
 
 from __future__ import annotations
 

@@ -1,7 +1,7 @@
-"""condaport-verifier: allow/deny answers for NGINX `auth_request`, from the htpasswd files.
+"""condaport-verifier: allow/deny answers for NGINX's access check, from the htpasswd files.
 
 NGINX asks `GET /check/<channel>` with the client's Authorization header. The answer is
-200 (allow) or 401 with a Basic challenge (deny). NGINX caches the 200s briefly, so the
+200 (allow) or 401 with a Basic challenge (deny). NGINX keeps the 200s briefly, so the
 slow, strong hash (bcrypt) is computed once per client session instead of once per request.
 
 The htpasswd files are the ones the condaport_nginx role renders (`<channel>.htpasswd`),
