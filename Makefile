@@ -69,7 +69,7 @@ demo: images
 .PHONY: bench
 bench: PACKAGES = $(SYSTEM_PACKAGES) $(BENCH_PACKAGES)
 bench: deps
-	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b; done
+	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python -m bench.$$(basename $$b .py); done
 
 .PHONY: clean
 clean:

@@ -22,12 +22,12 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path[:0] = [str(REPO / "roles/condaport_channel/files"), str(REPO / "tests")]
+from condaport import index, publish
+from tests.support.client import run_install, write_auth_file
+from tests.support.pkgbuild import build_conda, build_tar_bz2
 
-from condaport_tools import index, publish  # noqa: E402
-from support.client import run_install, write_auth_file  # noqa: E402
-from support.pkgbuild import build_conda, build_tar_bz2  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
+
 
 USER, PASSWORD = "bench", "bench-password-1234"
 

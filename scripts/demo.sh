@@ -28,7 +28,7 @@ fi
 
 step "Sample package (py-rattler-build)"
 if ! compgen -G "${dist}/*.conda" >/dev/null; then
-  python tests/support/build_sample.py "${dist}" 2>/dev/null
+  python -m tests.support.build_sample "${dist}" 2>/dev/null
 fi
 ls -l "${dist}"
 
@@ -40,12 +40,13 @@ step "Install hello-condaport with py-rattler over HTTPS, password from an auth 
 auth_file="${artifacts}/demo/rattler-auth.json"
 prefix="${artifacts}/demo/env"
 rm -rf "${prefix}"
-python - "${auth_file}" "${channel_url}" "${CONDAPORT_DEMO_PASSWORD}" <<'PY'
+# The password travels in the environment, never as a process argument (ps shows those).
+CONDAPORT_DEMO_PASSWORD="${CONDAPORT_DEMO_PASSWORD}" python - "${auth_file}" "${channel_url}" <<'PY'
+import os
 import sys
 from pathlib import Path
-sys.path.insert(0, "tests")
-from support.client import write_auth_file
-write_auth_file(Path(sys.argv[1]), sys.argv[2], "demo", sys.argv[3])
+from tests.support.client import write_auth_file
+write_auth_file(Path(sys.argv[1]), sys.argv[2], "demo", os.environ["CONDAPORT_DEMO_PASSWORD"])
 PY
 RATTLER_AUTH_FILE="${auth_file}" SSL_CERT_FILE="${ca}" \
   env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE -u SSL_CERT_DIR \

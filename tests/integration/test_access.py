@@ -15,7 +15,8 @@ from pathlib import Path
 import pytest
 from conftest import _require as _env
 from conftest import fetch
-from support.screenshot import dump_dom, screenshot
+
+from tests.support.screenshot import dump_dom, screenshot
 
 CREDENTIALS = [
     "none",

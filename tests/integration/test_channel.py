@@ -13,8 +13,9 @@ from pathlib import Path
 
 import pytest
 from conftest import Channel, fetch
-from support.client import run_install, write_auth_file
-from support.screenshot import dump_dom, screenshot
+
+from tests.support.client import run_install, write_auth_file
+from tests.support.screenshot import dump_dom, screenshot
 
 DEFAULT_SUBDIRS = ["noarch", "linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]
 SAMPLE = "hello-condaport"

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 AUTH_DIR = "/etc/nginx/condaport"
@@ -64,3 +66,31 @@ def test_published_packages_are_world_readable(host, path: str) -> None:
 def test_staging_is_left_empty(host) -> None:
     leftovers = host.run("find /srv/condaport/staging -type f").stdout.strip()
     assert leftovers == ""
+
+
+def test_the_host_configuration_describes_the_channels(host) -> None:
+    config = host.file("/etc/condaport/condaport.json")
+    assert (config.user, config.group, config.mode) == ("root", "root", 0o644)
+    data = json.loads(config.content_string)
+    assert [c["name"] for c in data["channels"]] == ["main", "partner", "public"]
+    assert data["channels"][1]["subdirs"] == ["noarch", "linux-64"]
+    assert data["channels_root"] == "/srv/condaport/channels"
+    assert "molecule-" not in config.content_string  # no password in it
+
+
+@pytest.mark.parametrize(
+    "command",
+    ["condaport-index status", "condaport-publish inventory --channel main"],
+)
+def test_operator_commands_work_without_path_arguments(host, command: str) -> None:
+    result = host.run(command)
+    assert result.rc == 0, result.stderr
+    assert isinstance(json.loads(result.stdout), dict)
+
+
+def test_the_host_tools_are_one_installed_package(host) -> None:
+    show = host.run("/opt/condaport/venv/bin/pip show condaport")
+    assert show.rc == 0 and "Name: condaport" in show.stdout
+    # The loose files of earlier versions are gone.
+    assert not host.file("/opt/condaport/lib").exists
+    assert not host.file("/opt/condaport/verifier").exists

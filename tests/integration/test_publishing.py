@@ -13,7 +13,6 @@ import os
 import shutil
 import ssl
 import subprocess
-import sys
 import threading
 import zipfile
 from base64 import b64encode
@@ -22,9 +21,8 @@ from pathlib import Path
 import pytest
 from conftest import Channel, fetch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from support.client import run_install, write_auth_file  # noqa: E402
-from support.pkgbuild import build_conda, build_tar_bz2  # noqa: E402
+from tests.support.client import run_install, write_auth_file
+from tests.support.pkgbuild import build_conda, build_tar_bz2
 
 PROJECT = Path(__file__).resolve().parents[2]
 TREE = "/srv/condaport/channels/main"
@@ -368,20 +366,8 @@ def test_a_killed_index_run_keeps_the_last_index_and_the_playbook_heals(
         check=True,
     )
     before = listed(channel)
-    watcher = kill_when_seen(channel.container, "condaport_tools.index run", timeout=60)
-    indexer = subprocess.Popen(
-        [
-            "podman",
-            "exec",
-            channel.container,
-            "condaport-index",
-            "run",
-            "--channels-root",
-            "/srv/condaport/channels",
-            "--state-dir",
-            "/var/lib/condaport",
-        ]
-    )
+    watcher = kill_when_seen(channel.container, "condaport-index run", timeout=60)
+    indexer = subprocess.Popen(["podman", "exec", channel.container, "condaport-index", "run"])
     indexer.wait(timeout=120)
     killed = int(watcher.communicate(timeout=120)[0].strip() or 0)
     assert killed, "the index run finished before it could be killed"
@@ -399,7 +385,7 @@ def test_a_killed_publish_leaves_a_valid_channel_and_a_rerun_completes_it(
     for n in range(300):
         build_tar_bz2(tmp_path, f"late{RUN}-{n:03d}")
     env = {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg")}
-    watcher = kill_when_seen(channel.container, "condaport_tools.publish place")
+    watcher = kill_when_seen(channel.container, "condaport-publish place")
     job = subprocess.Popen(
         [
             "ansible-playbook",

@@ -10,8 +10,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from condaport_tools import browse
-from support.screenshot import dump_dom, screenshot_html
+
+from condaport import browse
+from tests.support.screenshot import dump_dom, screenshot_html
 
 
 def _repodata(subdir: str, conda: dict, tar: dict | None = None) -> str:

@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from condaport_tools import index
-from support.pkgbuild import build_conda, build_tar_bz2
+
+from condaport import index
+from tests.support.pkgbuild import build_conda, build_tar_bz2
 
 SUBDIRS = ["linux-64", "noarch"]  # sorted, as the tool reports them
 
@@ -25,12 +26,10 @@ def channel(tmp_path: Path) -> tuple[Path, Path]:
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(index.__file__).parents[1])}
     return subprocess.run(
-        [sys.executable, "-m", "condaport_tools.index", *args],
+        [sys.executable, "-m", "condaport.index", *args],
         capture_output=True,
         text=True,
-        env=env,
         check=False,
     )
 

@@ -7,8 +7,9 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from condaport_tools.packages import Rejected, inspect_package
-from support.pkgbuild import build_conda, build_tar_bz2
+
+from condaport.packages import Rejected, inspect_package
+from tests.support.pkgbuild import build_conda, build_tar_bz2
 
 
 def test_a_good_conda_is_described_by_its_own_index_json(tmp_path: Path) -> None:

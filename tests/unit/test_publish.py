@@ -12,9 +12,10 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from condaport_tools import publish
-from condaport_tools.packages import Rejected
-from support.pkgbuild import build_conda, build_tar_bz2
+
+from condaport import publish
+from condaport.packages import Rejected
+from tests.support.pkgbuild import build_conda, build_tar_bz2
 
 SUBDIRS = ["noarch", "linux-64"]
 
@@ -129,14 +130,11 @@ def test_inventory_reports_every_package_with_its_sha256(layout) -> None:
 
 
 def _cli(layout: dict[str, Path], staging: Path) -> subprocess.Popen[str]:
-    env = {**os.environ, "PYTHONPATH": str(Path(publish.__file__).parents[1])}
-    argv = [sys.executable, "-m", "condaport_tools.publish", "place"]
+    argv = [sys.executable, "-m", "condaport.publish", "place"]
     argv += ["--channels-root", str(layout["root"]), "--state-dir", str(layout["state"])]
     argv += ["--channel", "main", "--staging", str(staging)]
     argv += [f"--subdir={s}" for s in SUBDIRS]
-    return subprocess.Popen(
-        argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def test_concurrent_publishers_both_land_completely(layout, tmp_path: Path) -> None:

@@ -6,7 +6,6 @@ import base64
 import http.client
 import logging
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +13,7 @@ from pathlib import Path
 import pytest
 from passlib.hash import bcrypt, sha512_crypt
 
-sys.path.insert(
-    0, str(Path(__file__).resolve().parents[2] / "roles" / "condaport_verifier" / "files")
-)
-import condaport_verifier as verifier  # noqa: E402
+from condaport import verifier
 
 PASSWORD = "correct horse battery"
 

@@ -13,14 +13,16 @@ import asyncio
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from condaport_tools.browse import PAGE, write_channel_page
-from condaport_tools.cli import exit_now
-from condaport_tools.locking import LockTimeout, channel_lock
-from condaport_tools.packages import SUFFIXES
+from condaport.browse import PAGE, write_channel_page
+from condaport.cli import exit_now
+from condaport.config import CHANNEL_NAME, ConfigError, host_options, resolve
+from condaport.locking import LockTimeout, channel_lock
+from condaport.packages import SUFFIXES
 
 
 class IndexFailed(RuntimeError):
@@ -163,47 +165,68 @@ def channels_without_page(channels_root: Path, channels: list[str] | None) -> li
     ]
 
 
+def forget(state_dir: Path, channel: str) -> bool:
+    """Drop a removed channel's fingerprints, so a channel of that name starts afresh."""
+    if not CHANNEL_NAME.match(channel):
+        raise IndexFailed(f"{channel!r} is not a channel name")
+    directory = _fingerprint_file(state_dir, channel, "x").parent
+    if not directory.is_dir():
+        return False
+    shutil.rmtree(directory)
+    return True
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condaport-index", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
+    common = host_options()
     for name in ("status", "run"):
-        cmd = sub.add_parser(name)
-        cmd.add_argument("--channels-root", type=Path, required=True)
-        cmd.add_argument("--state-dir", type=Path, required=True)
+        cmd = sub.add_parser(name, parents=[common])
         cmd.add_argument("--channel", action="append", help="limit to this channel (repeatable)")
     run_cmd = sub.choices["run"]
     run_cmd.add_argument("--force", action="store_true", help="index every subdir")
-    run_cmd.add_argument("--backend", choices=["rattler", "conda-index"], default="rattler")
+    run_cmd.add_argument("--backend", choices=["rattler", "conda-index"])
     run_cmd.add_argument("--conda-python", help="python of a conda install with conda-index")
+    gone = sub.add_parser(
+        "forget", parents=[common], help="drop the index state of a channel removed from the host"
+    )
+    gone.add_argument("channel")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        host = resolve(args.config, args.channels_root, args.state_dir)
         if args.command == "status":
             stale = {}
-            for channel in channel_names(args.channels_root, args.channel):
-                subdirs = stale_subdirs(args.channels_root, args.state_dir, channel)
+            for channel in channel_names(host.channels_root, args.channel):
+                subdirs = stale_subdirs(host.channels_root, host.state_dir, channel)
                 if subdirs:
                     stale[channel] = subdirs
-            missing = channels_without_page(args.channels_root, args.channel)
+            missing = channels_without_page(host.channels_root, args.channel)
             print(json.dumps({"stale": stale, "pages_missing": missing}))
+        elif args.command == "forget":
+            print(json.dumps({"forgotten": forget(host.state_dir, args.channel)}))
         else:
             indexed = run(
-                args.channels_root,
-                args.state_dir,
+                host.channels_root,
+                host.state_dir,
                 args.channel,
                 force=args.force,
-                backend=args.backend,
-                conda_python=args.conda_python,
+                backend=args.backend or host.index_backend,
+                conda_python=args.conda_python or host.conda_python,
             )
             print(json.dumps({"indexed": indexed}))
-    except (IndexFailed, LockTimeout, OSError) as exc:
+    except (IndexFailed, LockTimeout, ConfigError, OSError) as exc:
         print(f"condaport-index: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
     exit_now(main())
+
+
+if __name__ == "__main__":
+    run_cli()

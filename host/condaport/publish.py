@@ -17,9 +17,10 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from condaport_tools.cli import exit_now
-from condaport_tools.locking import LockTimeout, channel_lock
-from condaport_tools.packages import (
+from condaport.cli import exit_now
+from condaport.config import CHANNEL_NAME, ConfigError, HostConfig, host_options, resolve
+from condaport.locking import LockTimeout, channel_lock
+from condaport.packages import (
     PackageInfo,
     Rejected,
     inspect_package,
@@ -221,6 +222,12 @@ def place(
     channel_dir = channels_root / channel
     if not channel_dir.is_dir():
         raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
+    if allowed_subdirs is None:
+        # Never trust the package's own subdir field to name a folder: only the channel's
+        # subdirs, as plain names, may receive files.
+        allowed_subdirs = sorted(
+            p.name for p in channel_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
     outcome = Outcome()
     staged = sorted(p for p in staging.iterdir())
     try:
@@ -282,46 +289,60 @@ def place(
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="condaport-publish", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    inv = sub.add_parser("inventory", help="list the channel's package files with sha256")
-    inv.add_argument("--channels-root", type=Path, required=True)
+    common = host_options()
+    inv = sub.add_parser(
+        "inventory", parents=[common], help="list the channel's package files with sha256"
+    )
     inv.add_argument("--channel", required=True)
-    put = sub.add_parser("place", help="validate staged files and move them into the channel")
-    put.add_argument("--channels-root", type=Path, required=True)
-    put.add_argument("--state-dir", type=Path, required=True)
+    put = sub.add_parser(
+        "place", parents=[common], help="validate staged files and move them into the channel"
+    )
     put.add_argument("--channel", required=True)
     put.add_argument("--staging", type=Path, required=True)
-    put.add_argument("--subdir", action="append", help="a subdir the channel serves (repeatable)")
+    put.add_argument(
+        "--subdir",
+        action="append",
+        help="a subdir the channel serves (repeatable; default: the configuration's)",
+    )
     put.add_argument("--overwrite", action="store_true")
     put.add_argument("--all-or-nothing", action="store_true")
-    cut = sub.add_parser("prune", help="remove named packages and old builds")
-    cut.add_argument("--channels-root", type=Path, required=True)
-    cut.add_argument("--state-dir", type=Path, required=True)
+    cut = sub.add_parser("prune", parents=[common], help="remove named packages and old builds")
     cut.add_argument("--channel", required=True)
     cut.add_argument("--remove", action="append", default=[], help="a package file name")
     cut.add_argument("--keep", type=int, default=0, help="newest builds to keep per name")
     return parser
 
 
+def _served_subdirs(host: HostConfig, channel: str, given: list[str] | None) -> list[str] | None:
+    if given:
+        return given
+    configured = host.channel(channel)
+    return list(configured.subdirs) if configured and configured.subdirs else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        host = resolve(args.config, args.channels_root, args.state_dir)
+        if not CHANNEL_NAME.match(args.channel):
+            raise Rejected(f"{args.channel!r} is not a channel name")
         if args.command == "inventory":
-            print(json.dumps({"packages": inventory(args.channels_root, args.channel)}))
+            print(json.dumps({"packages": inventory(host.channels_root, args.channel)}))
             return 0
         if args.command == "prune":
-            result = prune(args.channels_root, args.state_dir, args.channel, args.remove, args.keep)
+            result = prune(host.channels_root, host.state_dir, args.channel, args.remove, args.keep)
             print(json.dumps(result))
             return 0
         outcome = place(
-            args.channels_root,
-            args.state_dir,
+            host.channels_root,
+            host.state_dir,
             args.channel,
             args.staging,
-            args.subdir,
+            _served_subdirs(host, args.channel, args.subdir),
             overwrite=args.overwrite,
             all_or_nothing=args.all_or_nothing,
         )
-    except (LockTimeout, OSError, Rejected) as exc:
+    except (LockTimeout, OSError, Rejected, ConfigError) as exc:
         print(f"condaport-publish: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(outcome.as_dict()))
@@ -330,5 +351,9 @@ def main(argv: list[str] | None = None) -> int:
     return EXIT_REJECTED if outcome.rejected else 0
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
     exit_now(main())
+
+
+if __name__ == "__main__":
+    run_cli()

@@ -157,7 +157,7 @@ def render_channel_page(
     """The page's HTML. Without `channel_url` the snippets show the URL the browser used."""
     groups, subdirs = collect(channel_dir)
     environment = Environment(
-        loader=FileSystemLoader(Path(__file__).parent),
+        loader=FileSystemLoader(Path(__file__).parent / "templates"),
         autoescape=select_autoescape(default=True, default_for_string=True),
         undefined=StrictUndefined,
         keep_trailing_newline=True,

@@ -16,7 +16,6 @@ import base64
 import binascii
 import logging
 import os
-import re
 import socket
 import sys
 import threading
@@ -27,8 +26,9 @@ from pathlib import Path
 from passlib.context import CryptContext
 from passlib.hash import bcrypt
 
+from condaport.config import CHANNEL_NAME, DEFAULT_PATH, ConfigError, load
+
 LOG = logging.getLogger("condaport-verifier")
-CHANNEL_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
 # The schemes condaport_nginx may write; anything else in a file never verifies.
 HASHES = CryptContext(schemes=["bcrypt", "sha512_crypt", "sha256_crypt", "apr_md5_crypt"])
 # Verified for unknown users too, so a miss costs what a hit costs (no user enumeration).
@@ -175,13 +175,23 @@ def listener_from_args(args: argparse.Namespace) -> socket.socket:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="condaport-verifier", description=__doc__)
-    parser.add_argument("--auth-dir", type=Path, required=True, help="the <channel>.htpasswd files")
+    parser.add_argument("--config", type=Path, help=f"host configuration (default {DEFAULT_PATH})")
+    parser.add_argument(
+        "--auth-dir", type=Path, help="the <channel>.htpasswd files (default: the configuration's)"
+    )
     where = parser.add_mutually_exclusive_group(required=True)
     where.add_argument("--systemd-socket", action="store_true", help="listen on fd 3 from systemd")
     where.add_argument("--socket", help="bind this unix socket path (tests, benchmarks)")
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 2, help="hashes at once")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    if args.auth_dir is None:
+        try:
+            args.auth_dir = load(args.config).auth_dir
+        except ConfigError as exc:
+            parser.error(str(exc))
+        if args.auth_dir is None:
+            parser.error("the host configuration names no auth_dir; pass --auth-dir")
     server = VerifierServer(listener_from_args(args), HtpasswdStore(args.auth_dir), args.workers)
     LOG.info("verifying for %s with %d workers", args.auth_dir, args.workers)
     try:
@@ -191,5 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def run_cli() -> None:
     raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    run_cli()
