@@ -6,12 +6,14 @@ documents a value the role does not use.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 import yaml
 
-ROLES = Path(__file__).resolve().parents[2] / "roles"
+REPO = Path(__file__).resolve().parents[2]
+ROLES = REPO / "roles"
 ROLE_DIRS = sorted(p for p in ROLES.iterdir() if (p / "tasks" / "main.yml").exists())
 
 
@@ -39,3 +41,25 @@ def test_public_variables_carry_the_role_prefix(role: Path) -> None:
     prefix = role.name + "_"
     for name in _load(role / "defaults" / "main.yml"):
         assert name.startswith(prefix), f"{role.name}: {name} lacks the {prefix} prefix"
+
+
+def _readme_tables() -> dict[str, set[str]]:
+    """role -> variables named in the first column of its README table."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Role variables", 1)[1].split("\n## ", 1)[0]
+    tables: dict[str, set[str]] = {}
+    for block in re.split(r"^### ", section, flags=re.M)[1:]:
+        role = re.match(r"`([a-z_]+)`", block).group(1)
+        names: set[str] = set()
+        for row in block.splitlines():
+            if row.startswith("| `"):
+                first_cell = row.split("|")[1]
+                names |= set(re.findall(r"`(condaport_[a-z0-9_]+)`", first_cell))
+        tables[role] = names
+    return tables
+
+
+@pytest.mark.parametrize("role", ROLE_DIRS, ids=lambda p: p.name)
+def test_readme_tables_name_exactly_the_declared_variables(role: Path) -> None:
+    options = _load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
+    assert _readme_tables().get(role.name, set()) == set(options or {})
