@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from conftest import Channel
 from cryptography import x509
-from support.certs import name_constraints, openssl_verify, sign_leaf
+
+from tests.support.certs import name_constraints, openssl_verify, sign_leaf
 
 # molecule.yml's condaport_tls_server_names and condaport_tls_server_ips.
 HOST_NAMES = {

@@ -23,7 +23,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from support.certs import name_constraints, openssl_verify, sign_leaf
+
+from tests.support.certs import name_constraints, openssl_verify, sign_leaf
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = """\
