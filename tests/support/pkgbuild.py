@@ -105,6 +105,17 @@ def build_tar_bz2(
     return target
 
 
+def build_same_size_twins(folder: Path, name: str) -> tuple[Path, Path]:
+    """Two builds of one file name, of equal size and different bytes (in folder/a, /b):
+    an overwrite that a size-and-mtime check cannot see."""
+    first = build_tar_bz2(folder / "a", name, salt="A")
+    for salt in "BCDEFGHIJKLMNOPQRSTUVWXYZ":
+        second = build_tar_bz2(folder / "b", name, salt=salt)
+        if second.stat().st_size == first.stat().st_size:
+            return first, second
+    raise RuntimeError(f"no build of {name} with the size of the first")
+
+
 def build_large_tar_bz2(folder: Path, size: int, name: str = "blob") -> Path:
     """A valid package whose payload is `size` random (incompressible) bytes."""
     folder.mkdir(parents=True, exist_ok=True)
