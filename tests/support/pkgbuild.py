@@ -108,9 +108,10 @@ def build_tar_bz2(
 def build_same_size_twins(folder: Path, name: str) -> tuple[Path, Path]:
     """Two builds of one file name, of equal size and different bytes (in folder/a, /b):
     an overwrite that a size-and-mtime check cannot see."""
-    first = build_tar_bz2(folder / "a", name, salt="A")
+    same = {"timestamp": 1700000000000}  # the build time would change the size too
+    first = build_tar_bz2(folder / "a", name, salt="A", index_overrides=same)
     for salt in "BCDEFGHIJKLMNOPQRSTUVWXYZ":
-        second = build_tar_bz2(folder / "b", name, salt=salt)
+        second = build_tar_bz2(folder / "b", name, salt=salt, index_overrides=same)
         if second.stat().st_size == first.stat().st_size:
             return first, second
     raise RuntimeError(f"no build of {name} with the size of the first")
