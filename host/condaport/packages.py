@@ -114,8 +114,9 @@ _MAX_METADATA_BYTES = 64 << 20
 
 
 def _shown(value: object) -> str:
-    """An uploader's string, quoted and cut short, safe to put in a message."""
-    text = json.dumps(value, ensure_ascii=True)
+    """An uploader's value, quoted, ASCII-only and cut short, safe to put in a message
+    (single quotes: the play shows messages JSON-encoded, which would escape double ones)."""
+    text = ascii(value)
     return text if len(text) <= 120 else text[:117] + "..."
 
 

@@ -118,7 +118,7 @@ def test_bad_files_are_refused_with_a_reason(tmp_path: Path, make, reason: str) 
 MALFORMED_INDEX = {
     "version 1..0": ({"version": "1..0"}, "1..0", "is not a conda version"),
     "version 1.0$x": ({"version": "1.0$x"}, "1.0$x", "is not a conda version"),
-    "build_number as text": ({"build_number": "x"}, None, 'build_number "x"'),
+    "build_number as text": ({"build_number": "x"}, None, "build_number 'x'"),
     "negative build_number": ({"build_number": -1}, None, "not a non-negative integer"),
     "depends entry not a string": ({"depends": [123]}, None, "depends must be a list of strings"),
     "depends not a list": ({"depends": "python"}, None, "depends must be a list of strings"),
@@ -207,7 +207,7 @@ ESCAPES = {
     ),
     "info/files with an absolute path": (
         dict(paths_json=False, extra_files=["/etc/hostname"]),
-        'info/files lists "/etc/hostname", an absolute path',
+        "info/files lists '/etc/hostname', an absolute path",
     ),
     "info/files through a symlinked folder": (
         dict(paths_json=False, symlinks={"share/etc": "/etc"}, extra_files=["share/etc/passwd"]),
