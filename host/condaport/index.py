@@ -1,9 +1,14 @@
 """Keep each channel subdir's repodata in step with its package files.
 
 `status` lists stale subdirs; `run` indexes them under the channel lock. A subdir is stale
-when its package files (names, sizes, mtimes) differ from those its repodata was last built
-from, or when it has no repodata. The fingerprint is recorded only after a successful
-index, so a run that dies midway is simply repeated by the next one.
+when its package files (names, sizes, mtimes, inodes, ctimes) differ from those its
+repodata was last built from, or when it has no repodata. The fingerprint is recorded only
+after a successful index, so a run that dies midway is simply repeated by the next one.
+
+One unreadable package would fail the whole subdir's index, and with it every later
+publish, so before indexing, the index.json of every new or changed file is checked as the
+indexer reads it; a file that fails moves to `<channel>/.quarantine/<subdir>/` (never
+served: NGINX refuses dot paths) and is reported, and the rest is indexed.
 """
 
 from __future__ import annotations
@@ -16,13 +21,19 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 from condaport.browse import PAGE, write_channel_page
 from condaport.cli import exit_now
 from condaport.config import CHANNEL_NAME, ConfigError, host_options, resolve
 from condaport.locking import LockTimeout, channel_lock
-from condaport.packages import SUFFIXES
+from condaport.packages import SUFFIXES, Rejected, check_archive_index
+
+QUARANTINE = ".quarantine"
+# name -> (size, mtime_ns, inode, ctime_ns). Placing a file is always a rename, so even an
+# overwrite that keeps size and mtime gets a new inode and ctime.
+Rows = dict[str, tuple[int, int, int, int]]
 
 
 class IndexFailed(RuntimeError):
@@ -47,18 +58,30 @@ def subdir_names(channel_dir: Path) -> list[str]:
     )
 
 
-def fingerprint(subdir_dir: Path) -> str:
-    """Hash of the package files' names, sizes and mtimes: cheap, and changes on any write."""
-    digest = hashlib.sha256()
+def package_rows(subdir_dir: Path) -> Rows:
+    """What the fingerprint is made of, per package file: cheap (one stat each)."""
+    rows: Rows = {}
     with os.scandir(subdir_dir) as entries:
-        rows = sorted(
-            (e.name, e.stat().st_size, e.stat().st_mtime_ns)
-            for e in entries
-            if e.is_file() and not e.name.startswith(".") and e.name.endswith(SUFFIXES)
-        )
-    for name, size, mtime in rows:
-        digest.update(f"{name}\t{size}\t{mtime}\n".encode())
+        for entry in entries:
+            if entry.name.startswith(".") or not entry.name.endswith(SUFFIXES):
+                continue
+            if not entry.is_file(follow_symlinks=False):
+                continue
+            st = entry.stat(follow_symlinks=False)
+            rows[entry.name] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+    return rows
+
+
+def _digest(rows: Rows) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(rows):
+        digest.update((name + "".join(f"\t{v}" for v in rows[name]) + "\n").encode())
     return digest.hexdigest()
+
+
+def fingerprint(subdir_dir: Path) -> str:
+    """Hash of the package files' names, sizes, mtimes, inodes and ctimes: changes on any write."""
+    return _digest(package_rows(subdir_dir))
 
 
 def _fingerprint_file(state_dir: Path, channel: str, subdir: str) -> Path:
@@ -79,22 +102,80 @@ def stale_subdirs(channels_root: Path, state_dir: Path, channel: str) -> list[st
     return stale
 
 
-def _record(state_dir: Path, channel: str, subdir: str, value: str) -> None:
-    target = _fingerprint_file(state_dir, channel, subdir)
+def _rows_file(state_dir: Path, channel: str, subdir: str) -> Path:
+    return state_dir / "fingerprints" / channel / f"{subdir}.files.json"
+
+
+def _write_atomically(target: Path, text: str) -> None:
     target.parent.mkdir(parents=True, exist_ok=True)
     partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(value + "\n")
+    partial.write_text(text)
     os.replace(partial, target)
 
 
-def _index_with_rattler(channel_dir: Path, subdir: str) -> None:
+def _record(state_dir: Path, channel: str, subdir: str, rows: Rows) -> None:
+    # The rows first: the fingerprint is what marks the subdir as done.
+    _write_atomically(
+        _rows_file(state_dir, channel, subdir), json.dumps({k: list(v) for k, v in rows.items()})
+    )
+    _write_atomically(_fingerprint_file(state_dir, channel, subdir), _digest(rows) + "\n")
+
+
+def _recorded_rows(state_dir: Path, channel: str, subdir: str) -> Rows | None:
+    """The files the last successful index saw, or None when unknown (first run, upgrade)."""
+    try:
+        data = json.loads(_rows_file(state_dir, channel, subdir).read_text())
+        return {name: tuple(int(v) for v in row) for name, row in data.items()}
+    except (OSError, ValueError, TypeError, AttributeError):
+        return None
+
+
+def _quarantine(channel_dir: Path, subdir: str, filename: str, reason: str) -> dict[str, str]:
+    """Move a file the indexer cannot read out of the served tree; nothing is deleted."""
+    folder = channel_dir / QUARANTINE / subdir
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    target = folder / filename
+    if target.exists():
+        target = folder / f"{filename}.{time.time_ns()}"
+    os.rename(channel_dir / subdir / filename, target)
+    moved_to = str(target.relative_to(channel_dir.parent))
+    where = f"{channel_dir.name}/{subdir}/{filename}"
+    print(f"condaport-index: quarantined {where}: {reason} (moved to {moved_to})", file=sys.stderr)
+    return {"file": where, "reason": reason, "moved_to": moved_to}
+
+
+def screen(channel_dir: Path, subdir: str, filenames: list[str]) -> list[dict[str, str]]:
+    """Quarantine each named file whose index.json the indexer could not read (checked as
+    publishing checks it), or that describes another subdir than the one it sits in."""
+    moved = []
+    for filename in filenames:
+        path = channel_dir / subdir / filename
+        try:
+            facts = check_archive_index(path)
+            if facts.subdir != subdir:
+                raise Rejected(
+                    f"info/index.json names subdir {facts.subdir!r}, but the file sits in {subdir}"
+                )
+        except Rejected as exc:
+            if path.is_file():
+                moved.append(_quarantine(channel_dir, subdir, filename, str(exc)))
+    return moved
+
+
+def _index_with_rattler(channel_dir: Path, subdir: str, force: bool) -> None:
     from rattler import Subdir
     from rattler.index import index_fs
 
     try:
         asyncio.run(
             index_fs(
-                channel_dir, target_platform=Subdir(subdir), write_zst=True, write_shards=False
+                channel_dir,
+                target_platform=Subdir(subdir),
+                write_zst=True,
+                write_shards=False,
+                # rattler keeps the record of a file name its repodata already lists, even
+                # when the file was replaced: then every record must be read again.
+                force=force,
             )
         )
     except (KeyboardInterrupt, SystemExit):
@@ -114,17 +195,63 @@ def _index_with_conda_index(channel_dir: Path, subdir: str, conda_python: str) -
         )
 
 
-def index_subdir(channel_dir: Path, subdir: str, backend: str, conda_python: str | None) -> None:
+def index_subdir(
+    channel_dir: Path,
+    subdir: str,
+    backend: str,
+    conda_python: str | None,
+    *,
+    force: bool = False,
+) -> None:
+    """Index one subdir; with force, read every package again (some were replaced)."""
     if backend == "rattler":
-        _index_with_rattler(channel_dir, subdir)
+        _index_with_rattler(channel_dir, subdir, force)
     elif backend == "conda-index":
         if not conda_python:
             raise IndexFailed("the conda-index backend needs --conda-python")
+        if force:
+            # conda-index caches records by file name, size and mtime in the subdir's
+            # .cache folder: without it, every package is read again.
+            shutil.rmtree(channel_dir / subdir / ".cache", ignore_errors=True)
         _index_with_conda_index(channel_dir, subdir, conda_python)
     else:
         raise IndexFailed(f"unknown backend {backend!r}")
     if not (channel_dir / subdir / "repodata.json").exists():
         raise IndexFailed(f"{backend} wrote no repodata.json for {channel_dir.name}/{subdir}")
+
+
+def _index_screened(
+    channel_dir: Path,
+    state_dir: Path,
+    subdir: str,
+    backend: str,
+    conda_python: str | None,
+    force: bool,
+) -> list[dict[str, str]]:
+    """Screen, index and record one subdir; returns what was quarantined."""
+    channel = channel_dir.name
+    subdir_dir = channel_dir / subdir
+    previous = _recorded_rows(state_dir, channel, subdir)
+    rows = package_rows(subdir_dir)
+    # Files the last successful index did not see as they are now; all of them when that
+    # is unknown (first run, or a host upgraded from a version without per-file state).
+    changed = sorted(n for n, row in rows.items() if previous is None or previous.get(n) != row)
+    quarantined = screen(channel_dir, subdir, changed)
+    rows = package_rows(subdir_dir)  # taken before indexing: a later change stays stale
+    replaced = previous is None or any(n in previous and previous[n] != r for n, r in rows.items())
+    try:
+        index_subdir(channel_dir, subdir, backend, conda_python, force=force or replaced)
+    except IndexFailed:
+        # Something the screening of changed files could not see (a file swapped in place
+        # by hand, keeping every stat): screen the rest, and retry once if that found it.
+        late = screen(channel_dir, subdir, sorted(set(rows) - set(changed)))
+        if not late:
+            raise
+        quarantined += late
+        rows = package_rows(subdir_dir)
+        index_subdir(channel_dir, subdir, backend, conda_python, force=True)
+    _record(state_dir, channel, subdir, rows)
+    return quarantined
 
 
 def run(
@@ -135,8 +262,12 @@ def run(
     force: bool = False,
     backend: str = "rattler",
     conda_python: str | None = None,
+    quarantined: list[dict[str, str]] | None = None,
 ) -> dict[str, list[str]]:
-    """Index the stale (or, with force, all) subdirs of each channel; returns what ran."""
+    """Index the stale (or, with force, all) subdirs of each channel; returns what ran.
+
+    Files moved to quarantine are appended to `quarantined` when it is given.
+    """
     indexed: dict[str, list[str]] = {}
     for channel in channel_names(channels_root, channels):
         channel_dir = channels_root / channel
@@ -148,10 +279,11 @@ def run(
                 else stale_subdirs(channels_root, state_dir, channel)
             )
             for subdir in todo:
-                # Fingerprint before indexing: a file landing meanwhile makes it stale again.
-                before = fingerprint(channel_dir / subdir)
-                index_subdir(channel_dir, subdir, backend, conda_python)
-                _record(state_dir, channel, subdir, before)
+                moved = _index_screened(
+                    channel_dir, state_dir, subdir, backend, conda_python, force
+                )
+                if quarantined is not None:
+                    quarantined.extend(moved)
                 indexed.setdefault(channel, []).append(subdir)
             if todo or not (channel_dir / PAGE).exists():
                 write_channel_page(channel_dir, channel)
@@ -209,6 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "forget":
             print(json.dumps({"forgotten": forget(host.state_dir, args.channel)}))
         else:
+            quarantined: list[dict[str, str]] = []
             indexed = run(
                 host.channels_root,
                 host.state_dir,
@@ -216,8 +349,9 @@ def main(argv: list[str] | None = None) -> int:
                 force=args.force,
                 backend=args.backend or host.index_backend,
                 conda_python=args.conda_python or host.conda_python,
+                quarantined=quarantined,
             )
-            print(json.dumps({"indexed": indexed}))
+            print(json.dumps({"indexed": indexed, "quarantined": quarantined}))
     except (IndexFailed, LockTimeout, ConfigError, OSError) as exc:
         print(f"condaport-index: {exc}", file=sys.stderr)
         return 1

@@ -103,18 +103,12 @@ def sweep_partials(channel_dir: Path) -> list[Path]:
     return swept
 
 
-def _newest_first_key(record: dict) -> tuple:
-    from rattler import Version
-
-    return (
-        Version(str(record.get("version", "0"))),
-        int(record.get("build_number", 0)),
-        int(record.get("timestamp", 0)),
-    )
-
-
 def _records(subdir_dir: Path) -> dict[str, dict]:
-    """filename -> index.json of every package in the subdir (repodata first, else the file)."""
+    """filename -> index.json of every package in the subdir (repodata first, else the file).
+
+    A file whose record cannot be read is left out: retention never deletes what it
+    cannot place in the version order (the indexer quarantines such files).
+    """
     try:
         repodata = json.loads((subdir_dir / "repodata.json").read_text())
     except (OSError, ValueError):
@@ -124,29 +118,54 @@ def _records(subdir_dir: Path) -> dict[str, dict]:
     for entry in subdir_dir.iterdir():
         if entry.name.startswith(".") or not is_package_name(entry.name):
             continue
-        if entry.name in indexed:
+        if isinstance(indexed.get(entry.name), dict):
             records[entry.name] = indexed[entry.name]
-        else:
-            from rattler.package import IndexJson
+            continue
+        from rattler.package import IndexJson
 
+        try:
             meta = IndexJson.from_package_archive(entry)
-            records[entry.name] = {
-                "name": meta.name.normalized,
-                "version": str(meta.version),
-                "build_number": meta.build_number,
-                "timestamp": int(meta.timestamp.timestamp() * 1000) if meta.timestamp else 0,
-            }
+        except Exception:  # unreadable: not ours to judge here
+            continue
+        records[entry.name] = {"name": meta.name.normalized, "version": str(meta.version)}
     return records
 
 
+def _older_versions(records: dict[str, dict], keep_versions: int) -> list[str]:
+    """The files of every version of each name beyond its newest `keep_versions`.
+
+    Versions are ordered as conda orders them (rattler's Version: 1.10 > 1.9, 1.0 == 1.0.0),
+    and a version counts once however many builds (py310, py311, ...) and formats
+    (.conda and .tar.bz2 of one build) it has: all of them stay or go together.
+    """
+    from rattler import Version
+
+    by_name: dict[str, dict[Version, list[str]]] = {}
+    for filename, record in records.items():
+        try:
+            version = Version(str(record.get("version")))
+        except Exception:
+            continue
+        name = str(record.get("name", "")).lower()
+        by_name.setdefault(name, {}).setdefault(version, []).append(filename)
+    doomed = []
+    for versions in by_name.values():
+        for version in sorted(versions, reverse=True)[keep_versions:]:
+            doomed += versions[version]
+    return sorted(doomed)
+
+
 def prune(
-    channels_root: Path, state_dir: Path, channel: str, remove: list[str], keep: int
+    channels_root: Path, state_dir: Path, channel: str, remove: list[str], keep_versions: int
 ) -> dict[str, list[str]]:
-    """Delete the named package files, then all but the newest `keep` builds of each package
-    name in each subdir (keep 0: no retention). Returns what went and what was not found."""
+    """Delete the named package files, then, in each subdir, every version of each package
+    name older than its newest `keep_versions` (0: no retention), with all of its builds.
+    Returns what went and what was not found."""
     channel_dir = channels_root / channel
     if not channel_dir.is_dir():
         raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
+    if keep_versions < 0:
+        raise Rejected("the number of versions to keep must be 0 (all) or more")
     for name in remove:
         split_name(name)  # a path trick in a removal request is refused outright
     removed: list[str] = []
@@ -159,18 +178,13 @@ def prune(
                 current.unlink()
                 removed.append(f"{current.parent.name}/{name}")
                 wanted.discard(name)
-        if keep > 0:
+        if keep_versions > 0:
             for subdir_dir in sorted(p for p in channel_dir.iterdir() if p.is_dir()):
                 if subdir_dir.name.startswith("."):
                     continue
-                by_name: dict[str, list[tuple[str, dict]]] = {}
-                for filename, record in _records(subdir_dir).items():
-                    by_name.setdefault(str(record.get("name")), []).append((filename, record))
-                for builds in by_name.values():
-                    builds.sort(key=lambda item: _newest_first_key(item[1]), reverse=True)
-                    for filename, _ in builds[keep:]:
-                        (subdir_dir / filename).unlink()
-                        removed.append(f"{subdir_dir.name}/{filename}")
+                for filename in _older_versions(_records(subdir_dir), keep_versions):
+                    (subdir_dir / filename).unlink()
+                    removed.append(f"{subdir_dir.name}/{filename}")
     return {"removed": sorted(removed), "not_found": sorted(wanted)}
 
 
@@ -306,10 +320,16 @@ def _parser() -> argparse.ArgumentParser:
     )
     put.add_argument("--overwrite", action="store_true")
     put.add_argument("--all-or-nothing", action="store_true")
-    cut = sub.add_parser("prune", parents=[common], help="remove named packages and old builds")
+    cut = sub.add_parser("prune", parents=[common], help="remove named packages and old versions")
     cut.add_argument("--channel", required=True)
     cut.add_argument("--remove", action="append", default=[], help="a package file name")
-    cut.add_argument("--keep", type=int, default=0, help="newest builds to keep per name")
+    cut.add_argument(
+        "--keep-versions",
+        type=int,
+        default=0,
+        help="newest versions to keep per package name and subdir, each with all its builds"
+        " (default 0: keep everything)",
+    )
     return parser
 
 
@@ -330,7 +350,9 @@ def main(argv: list[str] | None = None) -> int:
             print(json.dumps({"packages": inventory(host.channels_root, args.channel)}))
             return 0
         if args.command == "prune":
-            result = prune(host.channels_root, host.state_dir, args.channel, args.remove, args.keep)
+            result = prune(
+                host.channels_root, host.state_dir, args.channel, args.remove, args.keep_versions
+            )
             print(json.dumps(result))
             return 0
         outcome = place(

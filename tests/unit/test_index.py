@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -11,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from condaport import index
-from tests.support.pkgbuild import build_conda, build_tar_bz2
+from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 
 SUBDIRS = ["linux-64", "noarch"]  # sorted, as the tool reports them
 
@@ -68,20 +70,100 @@ def test_removing_a_package_makes_the_subdir_stale(channel) -> None:
     assert repodata["packages"] == {}
 
 
-def test_a_corrupt_package_fails_the_run_and_keeps_the_last_good_index(channel) -> None:
+def test_a_failed_index_keeps_the_last_good_one_and_the_subdir_stale(
+    channel, monkeypatch: pytest.MonkeyPatch
+) -> None:
     root, state = channel
     build_conda(root / "main" / "noarch", "good")
     index.run(root, state, None)
     before = (root / "main" / "noarch" / "repodata.json").read_bytes()
-    (root / "main" / "noarch" / "broken-1.0-0.conda").write_bytes(b"PK\x03\x04 truncated")
-    result = cli("run", "--channels-root", str(root), "--state-dir", str(state))
-    assert result.returncode == 1
-    assert "main/noarch" in result.stderr
+    build_tar_bz2(root / "main" / "noarch", "next")
+
+    def broken(channel_dir: Path, subdir: str, *_: object) -> None:
+        raise index.IndexFailed(f"rattler index of main/{subdir} failed: No space left on device")
+
+    monkeypatch.setattr(index, "_index_with_rattler", broken)
+    with pytest.raises(index.IndexFailed, match="No space left"):
+        index.run(root, state, None)
     assert (root / "main" / "noarch" / "repodata.json").read_bytes() == before
-    # Still stale, so the next run (after the file is removed) heals the channel.
     assert index.stale_subdirs(root, state, "main") == ["noarch"]
-    (root / "main" / "noarch" / "broken-1.0-0.conda").unlink()
-    assert cli("run", "--channels-root", str(root), "--state-dir", str(state)).returncode == 0
+    assert not (root / "main" / index.QUARANTINE).exists()  # nothing was to blame
+    monkeypatch.undo()
+    index.run(root, state, None)
+    assert index.stale_subdirs(root, state, "main") == []
+
+
+def _malformed(folder: Path) -> dict[str, str]:
+    """Files copied in by hand (or by an older condaport) that rattler cannot index."""
+    made = {
+        build_tar_bz2(folder, "badver", version="1..0").name: "is not a conda version",
+        build_tar_bz2(folder, "badnum", index_overrides={"build_number": "x"}).name: "build_number",
+        build_tar_bz2(folder, "baddep", index_overrides={"depends": [123]}).name: "depends",
+        build_tar_bz2(folder, "badlic", index_overrides={"license": ["MIT"]}).name: "license",
+        build_tar_bz2(folder, "elsewhere", subdir="linux-64").name: "the file sits in noarch",
+    }
+    cut = build_conda(folder / ".src", "cut")
+    (folder / cut.name).write_bytes(cut.read_bytes()[:300])
+    made[cut.name] = "cannot read info/index.json"
+    return made
+
+
+def test_malformed_files_on_disk_are_quarantined_and_the_rest_indexed(channel) -> None:
+    root, state = channel
+    noarch = root / "main" / "noarch"
+    good = build_conda(noarch, "good")
+    index.run(root, state, None)
+    fresh = build_tar_bz2(noarch, "fresh")
+    bad = _malformed(noarch)
+    result = cli("run", "--channels-root", str(root), "--state-dir", str(state))
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["indexed"] == {"main": ["noarch"]}
+    reasons = {q["file"]: q["reason"] for q in report["quarantined"]}
+    assert sorted(reasons) == sorted(f"main/noarch/{name}" for name in bad)
+    for name, reason in bad.items():
+        assert reason in reasons[f"main/noarch/{name}"]
+        assert not (noarch / name).exists()
+        assert (root / "main" / ".quarantine" / "noarch" / name).is_file()
+        assert f"quarantined main/noarch/{name}" in result.stderr
+    repodata = json.loads((noarch / "repodata.json").read_text())
+    assert set(repodata["packages"]) | set(repodata["packages.conda"]) == {good.name, fresh.name}
+    again = cli("run", "--channels-root", str(root), "--state-dir", str(state))
+    assert json.loads(again.stdout) == {"indexed": {}, "quarantined": []}
+
+
+def test_a_bad_file_the_screening_missed_is_found_when_the_index_fails(channel) -> None:
+    """A file recorded as seen (e.g. indexed by a laxer rattler) and then failing the index."""
+    root, state = channel
+    noarch = root / "main" / "noarch"
+    good = build_tar_bz2(noarch, "good")
+    index.run(root, state, None)
+    build_tar_bz2(noarch, "lax", index_overrides={"depends": ["foo >=>= 1"]})
+    index._record(state, "main", "noarch", index.package_rows(noarch))
+    (noarch / "repodata.json").unlink()  # stale, with the bad file counted as seen
+    moved: list[dict[str, str]] = []
+    index.run(root, state, None, quarantined=moved)
+    assert [m["file"] for m in moved] == ["main/noarch/lax-1.0-0.tar.bz2"]
+    assert "not a valid match spec" in moved[0]["reason"]
+    repodata = json.loads((noarch / "repodata.json").read_text())
+    assert list(repodata["packages"]) == [good.name]
+
+
+def test_an_overwrite_keeping_size_and_mtime_is_indexed_again(channel, tmp_path: Path) -> None:
+    root, state = channel
+    noarch = root / "main" / "noarch"
+    first, second = build_same_size_twins(tmp_path / "twins", "twin")
+    shutil.copy2(first, noarch / first.name)
+    index.run(root, state, None)
+    mtime = (noarch / first.name).stat().st_mtime_ns
+    os.utime(second, ns=(mtime, mtime))
+    os.replace(second, noarch / first.name)  # as placing does: a rename
+    assert (noarch / first.name).stat().st_mtime_ns == mtime
+    assert index.stale_subdirs(root, state, "main") == ["noarch"]
+    index.run(root, state, None)
+    repodata = json.loads((noarch / "repodata.json").read_text())
+    wanted = hashlib.sha256((noarch / first.name).read_bytes()).hexdigest()
+    assert repodata["packages"][first.name]["sha256"] == wanted
 
 
 def test_cli_status_and_run_print_json(channel) -> None:
@@ -89,7 +171,7 @@ def test_cli_status_and_run_print_json(channel) -> None:
     status = cli("status", "--channels-root", str(root), "--state-dir", str(state))
     assert json.loads(status.stdout) == {"stale": {"main": SUBDIRS}, "pages_missing": ["main"]}
     ran = cli("run", "--channels-root", str(root), "--state-dir", str(state), "--channel", "main")
-    assert json.loads(ran.stdout) == {"indexed": {"main": SUBDIRS}}
+    assert json.loads(ran.stdout) == {"indexed": {"main": SUBDIRS}, "quarantined": []}
     assert (root / "main" / "index.html").is_file()
     status = cli("status", "--channels-root", str(root), "--state-dir", str(state))
     assert json.loads(status.stdout) == {"stale": {}, "pages_missing": []}

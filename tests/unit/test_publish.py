@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from condaport import publish
+from condaport import index, publish
 from condaport.packages import Rejected
-from tests.support.pkgbuild import build_conda, build_tar_bz2
+from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 
 SUBDIRS = ["noarch", "linux-64"]
 
@@ -161,7 +161,7 @@ def test_cli_exits_3_and_names_each_refused_file(layout) -> None:
     assert "refused notes.txt: not a conda package" in err
 
 
-def test_prune_removes_named_files_and_keeps_the_newest_builds(layout) -> None:
+def test_prune_removes_named_files_and_keeps_the_newest_versions(layout) -> None:
     for version in ("1.0", "1.10", "1.9"):
         build_tar_bz2(layout["staging"], "lib", version=version)
     build_tar_bz2(layout["staging"], "other", version="0.1")
@@ -176,6 +176,99 @@ def test_prune_removes_named_files_and_keeps_the_newest_builds(layout) -> None:
     }
     left = sorted(p.name for p in (layout["root"] / "main" / "noarch").glob("*.tar.bz2"))
     assert left == ["lib-1.10-0.tar.bz2", "lib-1.9-0.tar.bz2", "other-0.1-0.tar.bz2"]
+
+
+def _tool_release(layout: dict[str, Path]) -> None:
+    """Several versions of one name; the newest built for three Pythons and in both formats."""
+    staging = layout["staging"]
+    build_tar_bz2(staging, "tool", version="1.0")
+    build_tar_bz2(staging, "tool", version="1.9", build="py310_0")
+    for python in ("py310_0", "py311_0"):
+        build_tar_bz2(staging, "tool", version="1.10", build=python)
+    build_conda(staging, "tool", version="1.10", build="py312_0")
+    build_conda(staging, "tool", version="1.10", build="0")
+    build_tar_bz2(staging, "tool", version="1.10", build="0")
+    build_tar_bz2(staging, "tool", version="0.5", subdir="linux-64")
+    assert len(place(layout).added) == 8
+
+
+def _left(layout: dict[str, Path]) -> list[str]:
+    channel = layout["root"] / "main"
+    return sorted(
+        f"{p.parent.name}/{p.name}" for p in channel.glob("*/tool-*") if p.suffix != ".json"
+    )
+
+
+NEWEST = [
+    "noarch/tool-1.10-0.conda",
+    "noarch/tool-1.10-0.tar.bz2",
+    "noarch/tool-1.10-py310_0.tar.bz2",
+    "noarch/tool-1.10-py311_0.tar.bz2",
+    "noarch/tool-1.10-py312_0.conda",
+]
+
+
+def test_retention_keeps_every_build_and_format_of_the_newest_versions(layout) -> None:
+    """Issue 11 item 2: with keep 1, the other builds of the kept version (and the .conda
+    twin of a kept .tar.bz2) were deleted, because every file counted as a build."""
+    _tool_release(layout)
+    result = publish.prune(layout["root"], layout["state"], "main", [], 2)
+    assert result["removed"] == ["noarch/tool-1.0-0.tar.bz2"]  # 1.10 > 1.9 > 1.0
+    # Now from the repodata rather than the files, as on a live channel.
+    index.run(layout["root"], layout["state"], None)
+    result = publish.prune(layout["root"], layout["state"], "main", [], 1)
+    assert result["removed"] == ["noarch/tool-1.9-py310_0.tar.bz2"]
+    assert _left(layout) == ["linux-64/tool-0.5-0.tar.bz2", *NEWEST]  # per subdir
+
+
+def test_cli_prune_takes_the_number_of_versions(layout) -> None:
+    _tool_release(layout)
+    argv = [sys.executable, "-m", "condaport.publish", "prune", "--channel", "main"]
+    argv += ["--channels-root", str(layout["root"]), "--state-dir", str(layout["state"])]
+    result = subprocess.run(
+        [*argv, "--keep-versions", "1"], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["removed"] == [
+        "noarch/tool-1.0-0.tar.bz2",
+        "noarch/tool-1.9-py310_0.tar.bz2",
+    ]
+    assert _left(layout) == ["linux-64/tool-0.5-0.tar.bz2", *NEWEST]
+
+
+def test_place_without_subdirs_never_writes_outside_the_channel(layout, tmp_path: Path) -> None:
+    """Issue 11 item 14: run by hand without --subdir, place trusted the subdir field."""
+    (layout["root"] / "other" / "noarch").mkdir(parents=True)
+    build_tar_bz2(layout["staging"], "escapee", index_overrides={"subdir": "../other/noarch"})
+    before = snapshot(layout["root"])
+    argv = [sys.executable, "-m", "condaport.publish", "place", "--channel", "main"]
+    argv += ["--channels-root", str(layout["root"]), "--state-dir", str(layout["state"])]
+    argv += ["--staging", str(layout["staging"])]
+    env = {**os.environ, "CONDAPORT_CONFIG": str(tmp_path / "no-config.json")}
+    result = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
+    assert result.returncode == publish.EXIT_REJECTED, result.stderr
+    assert "is not a subdir name" in json.loads(result.stdout)["rejected"][0]["reason"]
+    assert snapshot(layout["root"]) == before
+    assert not list((layout["root"] / "other").rglob("*.tar.bz2"))
+
+
+def test_an_overwrite_keeping_size_and_mtime_reaches_the_index(layout, tmp_path: Path) -> None:
+    """Issue 11 item 13: same size and mtime kept the fingerprint, so repodata kept the old
+    sha256 (and rattler's index kept the old record of a name it already listed)."""
+    first, second = build_same_size_twins(tmp_path / "twins", "twin")
+    mtime = first.stat().st_mtime_ns
+    shutil.copy2(first, layout["staging"])
+    place(layout)
+    index.run(layout["root"], layout["state"], None)
+    os.utime(second, ns=(mtime, mtime))  # what the playbook's upload keeps: the source's mtime
+    shutil.copy2(second, layout["staging"])
+    assert place(layout, overwrite=True).replaced == [f"noarch/{first.name}"]
+    placed = layout["root"] / "main" / "noarch" / first.name
+    assert placed.stat().st_size == first.stat().st_size and placed.stat().st_mtime_ns == mtime
+    assert index.run(layout["root"], layout["state"], None) == {"main": ["noarch"]}
+    repodata = json.loads((layout["root"] / "main" / "noarch" / "repodata.json").read_text())
+    assert repodata["packages"][first.name]["sha256"] == publish.sha256_of(placed)
+    assert publish.sha256_of(placed) == publish.sha256_of(second)
 
 
 def test_prune_refuses_a_path_trick(layout) -> None:
