@@ -6,8 +6,10 @@ import base64
 import http.client
 import logging
 import socket
+import statistics
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -45,28 +47,46 @@ def auth_dir(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def ask(auth_dir: Path, tmp_path: Path) -> Iterator:
-    path = str(tmp_path / "verifier.sock")
-    args = verifier.argparse.Namespace(systemd_socket=False, socket=path)
-    server = verifier.VerifierServer(
-        verifier.listener_from_args(args), verifier.HtpasswdStore(auth_dir), workers=2
-    )
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
+def start(auth_dir: Path, tmp_path: Path) -> Iterator[Callable[..., verifier.VerifierServer]]:
+    """Starts a verifier on a unix socket (tmp_path/verifier.sock) for auth_dir."""
+    servers: list[verifier.VerifierServer] = []
+
+    def started(workers: int = 2, queue: int = verifier.DEFAULT_QUEUE) -> verifier.VerifierServer:
+        args = verifier.argparse.Namespace(
+            systemd_socket=False, socket=str(tmp_path / "verifier.sock")
+        )
+        server = verifier.VerifierServer(
+            verifier.listener_from_args(args), verifier.HtpasswdStore(auth_dir), workers, queue
+        )
+        threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield started
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def _request(path: Path, target: str, authorization: str | None = None, **headers: str):
+    connection = _UnixConnection(str(path))
+    if authorization is not None:
+        headers["Authorization"] = authorization
+    connection.request("GET", target, headers=headers)
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    return response
+
+
+@pytest.fixture
+def ask(start, tmp_path: Path) -> Callable[..., http.client.HTTPResponse]:
+    start()
 
     def request(target: str, authorization: str | None = None, **headers: str):
-        connection = _UnixConnection(path)
-        if authorization is not None:
-            headers["Authorization"] = authorization
-        connection.request("GET", target, headers=headers)
-        response = connection.getresponse()
-        response.read()
-        connection.close()
-        return response
+        return _request(tmp_path / "verifier.sock", target, authorization, **headers)
 
-    yield request
-    server.shutdown()
-    server.server_close()
+    return request
 
 
 @pytest.mark.parametrize("user", ["alice", "bob"])  # bcrypt and sha512_crypt
@@ -135,3 +155,166 @@ def test_systemd_socket_requires_being_started_by_systemd(monkeypatch) -> None:
 def test_parse_htpasswd_skips_comments_and_blank_lines() -> None:
     text = "# comment\n\nalice:$2b$04$x\nbroken-line\nbob:$6$y\n"
     assert verifier.parse_htpasswd(text) == {"alice": "$2b$04$x", "bob": "$6$y"}
+
+
+# Issue 11 item 12: an entry whose hash is empty or unreadable must never allow, whatever
+# the password (the decoy's included: `user:` once accepted the decoy's password).
+@pytest.mark.parametrize(
+    "entry",
+    [
+        "",
+        "   ",
+        "$6$saltonly",  # a bare salt, no checksum
+        "$6$saltonly$",
+        "$2b$04$x",  # truncated bcrypt
+        "hunter2",  # a plain-text password
+        "{SHA}W6ph5Mm5Pz8GgiULbPgzG37mj9g=",  # a scheme the verifier does not take
+    ],
+)
+@pytest.mark.parametrize("password", ["condaport-decoy", "", "hunter2", "password"])
+def test_an_empty_or_malformed_hash_never_allows(tmp_path: Path, entry: str, password: str) -> None:
+    (tmp_path / "main.htpasswd").write_text(
+        f"mallory:{entry}\nalice:{bcrypt.using(rounds=4).hash(PASSWORD)}\n"
+    )
+    store = verifier.HtpasswdStore(tmp_path)
+    assert verifier.verify(store, "main", _basic("mallory", password)) == (False, "mallory")
+    # Whatever the decoy's password is, it does not open an unusable entry either.
+    decoy_password = verifier._DECOY_PASSWORD  # noqa: SLF001 - the secret under test
+    assert verifier.verify(store, "main", _basic("mallory", decoy_password)) == (False, "mallory")
+    assert verifier.verify(store, "main", _basic("alice", PASSWORD)) == (True, "alice")
+
+
+def test_a_file_without_a_usable_hash_denies_without_a_decoy(tmp_path: Path) -> None:
+    (tmp_path / "main.htpasswd").write_text("mallory:\n")
+    store = verifier.HtpasswdStore(tmp_path)
+    assert store.channel("main").decoy is None
+    assert verifier.verify(store, "main", _basic("mallory", "")) == (False, "mallory")
+
+
+# Issue 11 item 6: the decoy an unknown user is checked against costs what the channel's
+# real hashes cost, whatever scheme and rounds the role was told to write.
+@pytest.mark.parametrize(
+    ("scheme", "hashed"),
+    [
+        ("bcrypt", bcrypt.using(rounds=5).hash(PASSWORD)),
+        ("sha512_crypt", sha512_crypt.using(rounds=5000).hash(PASSWORD)),
+        ("sha512_crypt", sha512_crypt.using(rounds=20000).hash(PASSWORD)),
+    ],
+)
+def test_the_decoy_has_the_scheme_and_rounds_of_the_channel(scheme: str, hashed: str) -> None:
+    auth = verifier.channel_auth({"alice": hashed, "broken": ""})
+    assert auth.decoy is not None
+    assert verifier.hash_cost(auth.decoy) == verifier.hash_cost(hashed)
+    assert verifier.hash_cost(hashed)[0] == scheme
+    assert auth.users == {"alice": hashed, "broken": None}
+
+
+@pytest.mark.parametrize(
+    ("hasher", "pairs"),
+    [(bcrypt.using(rounds=10), 15), (sha512_crypt.using(rounds=5000), 41)],
+    ids=["bcrypt-10", "sha512_crypt-5000"],
+)
+def test_unknown_users_take_as_long_as_known_ones(tmp_path: Path, hasher, pairs: int) -> None:
+    """Answer times over a real unix socket: a wrong password for a known user against
+    any password for an unknown one. Each pair is asked back to back, and the median of
+    the pairs' ratios is taken, so the load of a shared machine hits both sides alike."""
+    auth_dir = tmp_path / "auth"
+    auth_dir.mkdir()
+    (auth_dir / "main.htpasswd").write_text(
+        "".join(f"user{i}:{hasher.hash(PASSWORD)}\n" for i in range(3))
+    )
+    socket_path = tmp_path / "verifier.sock"
+    args = verifier.argparse.Namespace(systemd_socket=False, socket=str(socket_path))
+    server = verifier.VerifierServer(
+        verifier.listener_from_args(args), verifier.HtpasswdStore(auth_dir), workers=1
+    )
+    threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
+
+    def seconds(user: str, password: str) -> float:
+        started = time.perf_counter()
+        assert _request(socket_path, "/check/main", _basic(user, password)).status == 401
+        return time.perf_counter() - started
+
+    try:
+        seconds("user0", "warm-up")  # loads the file and derives the decoy
+        ratios = []
+        for attempt in range(pairs):
+            known = seconds("user1", f"guess{attempt}")
+            ratios.append(seconds(f"nobody{attempt}", f"guess{attempt}") / known)
+    finally:
+        server.shutdown()
+        server.server_close()
+    # Before the fix: bcrypt 10 gave about 4, sha512_crypt 5,000 rounds about 50.
+    assert 0.5 < statistics.median(ratios) < 2, sorted(ratios)
+
+
+def _raw_check(path: Path, user: str) -> socket.socket:
+    """A check sent on a raw socket, its answer not read yet."""
+    connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    connection.settimeout(10)
+    connection.connect(str(path))
+    connection.sendall(
+        f"GET /check/main HTTP/1.0\r\nAuthorization: {_basic(user, PASSWORD)}\r\n\r\n".encode()
+    )
+    return connection
+
+
+def _status(connection: socket.socket) -> int:
+    with connection, connection.makefile("rb") as answer:
+        return int(answer.readline().split()[1])
+
+
+def _wait_until(condition: Callable[[], bool], seconds: float = 10) -> None:
+    give_up = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < give_up, "timed out"
+        time.sleep(0.01)
+
+
+# Issue 11 item 9: at most `queue` checks wait beyond the workers; more get 503 at once,
+# without a thread each.
+def test_checks_beyond_the_queue_are_shed_with_503(start, tmp_path: Path) -> None:
+    server = start(workers=1, queue=1)
+    socket_path = tmp_path / "verifier.sock"
+    server.hashing.acquire()  # the only worker is busy
+    try:
+        waiting = [_raw_check(socket_path, "alice"), _raw_check(socket_path, "bob")]
+        _wait_until(lambda: server.in_progress == 2)
+        started = time.monotonic()
+        assert _status(_raw_check(socket_path, "alice")) == 503
+        assert time.monotonic() - started < 2
+        threads_before = threading.active_count()
+        assert [_status(_raw_check(socket_path, "bob")) for _ in range(20)] == [503] * 20
+        assert threading.active_count() == threads_before
+    finally:
+        server.hashing.release()
+    assert [_status(connection) for connection in waiting] == [200, 200]
+    _wait_until(lambda: server.in_progress == 0)
+    assert _request(socket_path, "/check/main", _basic("alice", PASSWORD)).status == 200
+
+
+# Issue 11 item 9: a check whose NGINX connection closed while it waited costs no hash.
+def test_a_check_whose_client_is_gone_is_not_hashed(start, tmp_path: Path, monkeypatch) -> None:
+    hashed: list[str] = []
+    real_verify = verifier.verify
+
+    def counting_verify(store, channel, authorization):  # noqa: ANN001, ANN202
+        allowed, user = real_verify(store, channel, authorization)
+        hashed.append(user)
+        return allowed, user
+
+    monkeypatch.setattr(verifier, "verify", counting_verify)
+    server = start(workers=1, queue=4)
+    socket_path = tmp_path / "verifier.sock"
+    server.hashing.acquire()
+    try:
+        gone = _raw_check(socket_path, "alice")
+        _wait_until(lambda: server.in_progress == 1)
+        gone.close()
+        staying = _raw_check(socket_path, "bob")
+        _wait_until(lambda: server.in_progress == 2)
+    finally:
+        server.hashing.release()
+    assert _status(staying) == 200
+    _wait_until(lambda: server.in_progress == 0)
+    assert hashed == ["bob"]

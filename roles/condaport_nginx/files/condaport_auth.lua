@@ -29,6 +29,25 @@ function M.init(seconds, gate_socket)
     answers:flush_all()
 end
 
+-- The first 12 bytes of an IPv4 address mapped into IPv6 (::ffff:a.b.c.d).
+local V4_MAPPED = string.rep("\0", 10) .. "\255\255"
+
+-- The client network the gate's rate applies to: an IPv4 address, or an IPv6 /64, since
+-- one subscriber commonly gets a whole /64 and may pick any address in it. Read from the
+-- binary address (16 bytes for IPv6), so "::" compression needs no parsing.
+local function gate_key()
+    local binary = ngx.var.binary_remote_addr
+    if #binary ~= 16 then
+        return ngx.var.remote_addr
+    end
+    if binary:sub(1, 12) == V4_MAPPED then
+        return string.format("%d.%d.%d.%d", binary:byte(13, 16))
+    end
+    local b = { binary:byte(1, 8) }
+    return string.format("%x:%x:%x:%x::/64",
+        b[1] * 256 + b[2], b[3] * 256 + b[4], b[5] * 256 + b[6], b[7] * 256 + b[8])
+end
+
 -- The verifier's status for these credentials, through the gate; nil when nobody answers.
 -- A plain socket, not a subrequest: NGINX's Lua cannot make subrequests under HTTP/2.
 local function ask_verifier(channel, authorization)
@@ -44,7 +63,8 @@ local function ask_verifier(channel, authorization)
     ok = sock:send({
         "GET /check/", channel, " HTTP/1.0\r\n",
         "Authorization: ", authorization, "\r\n",
-        "X-Condaport-Client: ", ngx.var.remote_addr, "\r\n\r\n",
+        "X-Condaport-Client: ", ngx.var.remote_addr, "\r\n",
+        "X-Condaport-Gate-Key: ", gate_key(), "\r\n\r\n",
     })
     local status_line = ok and sock:receive("*l")
     sock:close()
@@ -103,7 +123,8 @@ function M.check(channel, realm)
     if status == ngx.HTTP_UNAUTHORIZED then
         return challenge(realm)
     end
-    -- The verifier is down, failing, or the client is over the gate's rate: fail closed.
+    -- The verifier is down, failing or full, or the gate's rate or ceiling is reached:
+    -- fail closed.
     ngx.header["Retry-After"] = "5"
     return ngx.exit(ngx.HTTP_SERVICE_UNAVAILABLE)
 end
