@@ -182,28 +182,6 @@ def test_a_user_name_in_another_case_is_refused(access: Access) -> None:
     assert checked > 0, "no protected channel has a reader with a password"
 
 
-def test_a_token_opens_nothing_of_a_user_named_alike_in_another_case(access: Access) -> None:
-    """A token's user is looked up in the channels' maps; "READER" is not "reader"."""
-    checked = 0
-    for holder in access.users:
-        for twin in access.users:
-            if twin is holder or twin["name"].lower() != holder["name"].lower():
-                continue
-            for channel in access.channels:
-                if channel.get("anonymous") or holder in access.readers(channel):
-                    continue
-                if twin not in access.readers(channel):
-                    continue
-                for token in holder.get("tokens", []):
-                    answer = fetch(
-                        _repodata_url(access, channel, f"/t/{token}"), ca_file=access.ca_file
-                    )
-                    assert answer.status == 401, (holder["name"], channel["name"])
-                    checked += 1
-    if not checked:
-        pytest.skip("the inventory has no token holder named like a reader in another case")
-
-
 def test_content_types(access: Access) -> None:
     public = next((c for c in access.channels if c.get("anonymous")), None)
     if public is None:
