@@ -141,6 +141,47 @@ def test_every_token_opens_exactly_its_users_channels(access: Access) -> None:
                 assert answer.status == (200 if allowed else 401), (user["name"], channel["name"])
 
 
+def _repodata_url(access: Access, channel: dict, prefix: str = "") -> str:
+    return f"{access.base_url}{prefix}/{channel['name']}/noarch/repodata.json"
+
+
+def test_a_token_in_another_case_opens_nothing(access: Access) -> None:
+    """NGINX compares plain map strings without regard to case; tokens must match exactly."""
+    checked = 0
+    for user in access.users:
+        for token in user.get("tokens", []):
+            flipped = token.swapcase()
+            assert flipped != token, f"a token of {user['name']} has no letter to flip"
+            for channel in access.channels:
+                answer = fetch(
+                    _repodata_url(access, channel, f"/t/{flipped}"), ca_file=access.ca_file
+                )
+                assert answer.status == 401, (user["name"], channel["name"])
+                checked += 1
+    assert checked > 0, "the inventory has no token"
+
+
+def test_a_user_name_in_another_case_is_refused(access: Access) -> None:
+    """The right password under the name in another case: not that user (both modes)."""
+    checked = 0
+    for channel in access.channels:
+        if channel.get("anonymous"):
+            continue
+        for user in access.readers(channel):
+            if not user.get("password"):
+                continue
+            name = user["name"]
+            for other in {name.swapcase(), name.capitalize(), name.lower()} - {name}:
+                answer = fetch(
+                    _repodata_url(access, channel),
+                    ca_file=access.ca_file,
+                    auth=(other, user["password"]),
+                )
+                assert answer.status == 401, (other, channel["name"])
+                checked += 1
+    assert checked > 0, "no protected channel has a reader with a password"
+
+
 def test_content_types(access: Access) -> None:
     public = next((c for c in access.channels if c.get("anonymous")), None)
     if public is None:

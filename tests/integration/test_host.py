@@ -45,7 +45,8 @@ def test_each_htpasswd_holds_exactly_the_channels_password_users(host) -> None:
 def test_token_map_is_readable_by_root_only(host) -> None:
     tokens = host.file(f"{AUTH_DIR}/tokens.map")
     assert (tokens.user, tokens.group, tokens.mode) == ("root", "root", 0o600)
-    assert '"robot-token-only-0123456789" "robot";' in tokens.content_string
+    # An anchored regular expression: NGINX compares plain map strings ignoring case.
+    assert r'"~^robot\-token\-only\-0123456789$" "robot";' in tokens.content_string
 
 
 def test_nginx_config_tests_clean_and_the_service_runs(host) -> None:
