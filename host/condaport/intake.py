@@ -1,0 +1,173 @@
+"""One uploaded package into a channel: validate, place and index, under the channel lock.
+
+The upload service (condaport.upload) calls this once the body is in staging. Validation
+is the publish path's (`condaport.packages.inspect_package`), placement its rename
+(`condaport.publish`), and the lock the one every writer takes (`condaport.locking`), so a
+playbook publish, an index run and any number of uploads never step on each other.
+
+The subdir is indexed before the function returns, so an upload that was answered can be
+installed. When the subdir's index was up to date, only the new record is added to the
+existing repodata (`condaport.repodata`: milliseconds, where a full index of a large
+subdir takes seconds) and its fingerprint recorded, so the next index run skips it;
+otherwise (missing or unreadable repodata, files copied in by hand, another backend) the
+subdir is indexed fully, as `condaport-index run` would.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+from condaport import repodata
+from condaport.config import ChannelConfig, HostConfig
+from condaport.index import (
+    _record as record_fingerprint,
+)
+from condaport.index import (
+    fingerprint,
+    index_subdir,
+    stale_subdirs,
+)
+from condaport.locking import LockTimeout, channel_lock
+from condaport.packages import PackageInfo, inspect_package, sha256_of
+from condaport.publish import _existing as existing_file
+from condaport.publish import _move_into_place as move_into_place
+from condaport.publish import sweep_partials
+
+
+class Conflict(RuntimeError):
+    """A file of that name is already in the channel with other content (HTTP 409)."""
+
+
+class WrongSubdir(ValueError):
+    """The package's own subdir is not the one the request named (HTTP 400)."""
+
+
+class Missing(LookupError):
+    """Nothing of that name to remove (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # added, replaced, unchanged, deleted
+    subdir: str
+    filename: str
+    sha256: str = ""
+    size: int = 0
+    indexed: str = ""  # incremental, full, or "" when the index was already right
+
+
+class ChannelGuard:
+    """In-process order first, then the channel's flock: threads of this service queue on
+    a lock of their own instead of all polling the file lock."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, state_dir: Path, channel: str, timeout: float) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(channel, threading.Lock())
+        if not lock.acquire(timeout=timeout):
+            raise LockTimeout(f"channel {channel!r} is busy (another upload held it {timeout} s)")
+        try:
+            with channel_lock(state_dir, channel, timeout=timeout):
+                yield
+        finally:
+            lock.release()
+
+
+def _bring_index_up_to_date(
+    host: HostConfig, channel: str, subdir: str, change: tuple[str, dict | None] | None, fresh: bool
+) -> str:
+    """Index `subdir` after `change` (filename, record or None for removed); returns how."""
+    channel_dir = host.channels_root / channel
+    subdir_dir = channel_dir / subdir
+    if fresh and change is None:
+        return ""
+    if fresh and host.index_backend == "rattler":
+        try:
+            current = repodata.read(subdir_dir)
+        except repodata.RepodataUnusable:
+            pass
+        else:
+            filename, record = change
+            repodata.write(subdir_dir, repodata.with_record(current, filename, record))
+            record_fingerprint(host.state_dir, channel, subdir, fingerprint(subdir_dir))
+            return "incremental"
+    before = fingerprint(subdir_dir)
+    index_subdir(channel_dir, subdir, host.index_backend, host.conda_python)
+    record_fingerprint(host.state_dir, channel, subdir, before)
+    return "full"
+
+
+def accept(
+    host: HostConfig,
+    channel: ChannelConfig,
+    staged: Path,
+    *,
+    md5: str,
+    url_subdir: str | None,
+    overwrite: bool,
+    guard: ChannelGuard,
+    lock_timeout: float,
+) -> Result:
+    """Validate the staged file and make it installable; raises Rejected (bad package),
+    WrongSubdir, Conflict or LockTimeout. The staged file is moved or left for the caller."""
+    info: PackageInfo = inspect_package(staged, list(channel.subdirs) or None)
+    if url_subdir is not None and info.subdir != url_subdir:
+        raise WrongSubdir(
+            f"the package says its subdir is {info.subdir!r}, but it was sent to {url_subdir!r}"
+        )
+    channel_dir = host.channels_root / channel.name
+    subdir_dir = channel_dir / info.subdir
+    if not subdir_dir.is_dir():
+        raise WrongSubdir(f"subdir {info.subdir!r} does not exist in channel {channel.name!r}")
+    record = repodata.package_record(staged, sha256=info.sha256, md5=md5, size=info.size)
+    with guard.hold(host.state_dir, channel.name, lock_timeout):
+        sweep_partials(channel_dir)
+        fresh = info.subdir not in stale_subdirs(host.channels_root, host.state_dir, channel.name)
+        current = existing_file(channel_dir, info.filename)
+        if current is not None:
+            same = (
+                current.parent.name == info.subdir
+                and current.stat().st_size == info.size
+                and sha256_of(current) == info.sha256
+            )
+            if same:
+                how = _bring_index_up_to_date(host, channel.name, info.subdir, None, fresh)
+                return Result("unchanged", info.subdir, info.filename, info.sha256, info.size, how)
+            if not (overwrite and current.parent.name == info.subdir):
+                where = f"{current.parent.name}/{current.name}"
+                raise Conflict(f"{where} is already in the channel with different content")
+        move_into_place(staged, subdir_dir / info.filename)
+        how = _bring_index_up_to_date(
+            host, channel.name, info.subdir, (info.filename, record), fresh
+        )
+    status = "added" if current is None else "replaced"
+    return Result(status, info.subdir, info.filename, info.sha256, info.size, how)
+
+
+def remove(
+    host: HostConfig,
+    channel: ChannelConfig,
+    subdir: str,
+    filename: str,
+    *,
+    guard: ChannelGuard,
+    lock_timeout: float,
+) -> Result:
+    """Delete one package file and drop it from the index; raises Missing or LockTimeout."""
+    subdir_dir = host.channels_root / channel.name / subdir
+    with guard.hold(host.state_dir, channel.name, lock_timeout):
+        target = subdir_dir / filename
+        if not target.is_file():
+            raise Missing(f"{subdir}/{filename} is not in channel {channel.name!r}")
+        fresh = subdir not in stale_subdirs(host.channels_root, host.state_dir, channel.name)
+        target.unlink()
+        how = _bring_index_up_to_date(host, channel.name, subdir, (filename, None), fresh)
+    return Result("deleted", subdir, filename, indexed=how)
