@@ -34,6 +34,9 @@ HASHES = CryptContext(schemes=["bcrypt", "sha512_crypt", "sha256_crypt", "apr_md
 # Verified for unknown users too, so a miss costs what a hit costs (no user enumeration).
 _DECOY = bcrypt.using(rounds=12).hash("condaport-decoy")
 SYSTEMD_FIRST_FD = 3
+# The uploaders' file (condaport_upload_auth_name): '@' never occurs in a channel name, so
+# it cannot be mistaken for, or shadow, a channel's own file.
+UPLOAD_AUTH_NAME = "@upload"
 
 
 @dataclass(frozen=True)
@@ -52,7 +55,7 @@ class HtpasswdStore:
 
     def users(self, channel: str) -> dict[str, str]:
         """user -> hash for `channel`; empty when the channel has no file (or a bad name)."""
-        if not CHANNEL_NAME.match(channel):
+        if not (CHANNEL_NAME.match(channel) or channel == UPLOAD_AUTH_NAME):
             return {}
         path = self.directory / f"{channel}.htpasswd"
         try:

@@ -135,3 +135,12 @@ def test_systemd_socket_requires_being_started_by_systemd(monkeypatch) -> None:
 def test_parse_htpasswd_skips_comments_and_blank_lines() -> None:
     text = "# comment\n\nalice:$2b$04$x\nbroken-line\nbob:$6$y\n"
     assert verifier.parse_htpasswd(text) == {"alice": "$2b$04$x", "bob": "$6$y"}
+
+
+def test_the_uploaders_file_is_checked_and_nothing_else_with_an_at(ask, auth_dir: Path) -> None:
+    (auth_dir / "@upload.htpasswd").write_text(f"dave:{bcrypt.using(rounds=4).hash(PASSWORD)}\n")
+    (auth_dir / "x@upload.htpasswd").write_text(f"dave:{bcrypt.using(rounds=4).hash(PASSWORD)}\n")
+    assert ask("/check/@upload", _basic("dave", PASSWORD)).status == 200
+    assert ask("/check/@upload", _basic("dave", "wrong")).status == 401
+    assert ask("/check/x@upload", _basic("dave", PASSWORD)).status == 401
+    assert ask("/check/main", _basic("dave", PASSWORD)).status == 401
