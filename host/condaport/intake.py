@@ -15,6 +15,8 @@ subdir is indexed fully, as `condaport-index run` would.
 
 from __future__ import annotations
 
+import hashlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,16 +25,10 @@ from pathlib import Path
 
 from condaport import repodata
 from condaport.config import ChannelConfig, HostConfig
-from condaport.index import (
-    _record as record_fingerprint,
-)
-from condaport.index import (
-    fingerprint,
-    index_subdir,
-    stale_subdirs,
-)
+from condaport.index import _fingerprint_file, index_subdir
+from condaport.index import _record as record_fingerprint
 from condaport.locking import LockTimeout, channel_lock
-from condaport.packages import PackageInfo, inspect_package, sha256_of
+from condaport.packages import SUFFIXES, PackageInfo, inspect_package, sha256_of
 from condaport.publish import _existing as existing_file
 from condaport.publish import _move_into_place as move_into_place
 from condaport.publish import sweep_partials
@@ -81,25 +77,80 @@ class ChannelGuard:
             lock.release()
 
 
+Rows = dict[str, tuple[int, int]]  # package file name -> (size, mtime_ns)
+
+
+def scan(subdir_dir: Path) -> Rows:
+    """The package files condaport.index.fingerprint hashes, with what it hashes."""
+    with os.scandir(subdir_dir) as entries:
+        return {
+            e.name: (e.stat().st_size, e.stat().st_mtime_ns)
+            for e in entries
+            if e.is_file() and not e.name.startswith(".") and e.name.endswith(SUFFIXES)
+        }
+
+
+def digest(rows: Rows) -> str:
+    """condaport.index.fingerprint of a subdir holding `rows` (a unit test keeps them equal),
+    so a change this module makes is recorded without scanning the subdir again."""
+    hashed = hashlib.sha256()
+    for name in sorted(rows):
+        size, mtime = rows[name]
+        hashed.update(f"{name}\t{size}\t{mtime}\n".encode())
+    return hashed.hexdigest()
+
+
+@dataclass
+class SubdirState:
+    """A subdir as found under the lock: its files, and whether its index matches them."""
+
+    rows: Rows
+    fresh: bool
+
+    @classmethod
+    def read(cls, host: HostConfig, channel: str, subdir: str) -> SubdirState:
+        subdir_dir = host.channels_root / channel / subdir
+        rows = scan(subdir_dir)
+        recorded = _fingerprint_file(host.state_dir, channel, subdir)
+        try:
+            fresh = (subdir_dir / repodata.REPODATA).is_file() and (
+                recorded.read_text().strip() == digest(rows)
+            )
+        except OSError:
+            fresh = False
+        return cls(rows, fresh)
+
+
 def _bring_index_up_to_date(
-    host: HostConfig, channel: str, subdir: str, change: tuple[str, dict | None] | None, fresh: bool
+    host: HostConfig,
+    channel: str,
+    subdir: str,
+    state: SubdirState,
+    change: tuple[str, dict | None] | None,
+    editor: repodata.SubdirIndex,
 ) -> str:
     """Index `subdir` after `change` (filename, record or None for removed); returns how."""
     channel_dir = host.channels_root / channel
     subdir_dir = channel_dir / subdir
-    if fresh and change is None:
+    if state.fresh and change is None:
         return ""
-    if fresh and host.index_backend == "rattler":
+    if state.fresh and host.index_backend == "rattler":
+        filename, record = change
+        rows = dict(state.rows)
+        if record is None:
+            rows.pop(filename, None)
+        else:
+            placed = (subdir_dir / filename).stat()
+            rows[filename] = (placed.st_size, placed.st_mtime_ns)
         try:
-            current = repodata.read(subdir_dir)
+            editor.update(subdir_dir, filename, record)
         except repodata.RepodataUnusable:
             pass
         else:
-            filename, record = change
-            repodata.write(subdir_dir, repodata.with_record(current, filename, record))
-            record_fingerprint(host.state_dir, channel, subdir, fingerprint(subdir_dir))
+            record_fingerprint(host.state_dir, channel, subdir, digest(rows))
             return "incremental"
-    before = fingerprint(subdir_dir)
+    # As condaport-index run does: the fingerprint taken before indexing is recorded after.
+    before = digest(scan(subdir_dir))
     index_subdir(channel_dir, subdir, host.index_backend, host.conda_python)
     record_fingerprint(host.state_dir, channel, subdir, before)
     return "full"
@@ -115,6 +166,7 @@ def accept(
     overwrite: bool,
     guard: ChannelGuard,
     lock_timeout: float,
+    editor: repodata.SubdirIndex,
 ) -> Result:
     """Validate the staged file and make it installable; raises Rejected (bad package),
     WrongSubdir, Conflict or LockTimeout. The staged file is moved or left for the caller."""
@@ -130,7 +182,7 @@ def accept(
     record = repodata.package_record(staged, sha256=info.sha256, md5=md5, size=info.size)
     with guard.hold(host.state_dir, channel.name, lock_timeout):
         sweep_partials(channel_dir)
-        fresh = info.subdir not in stale_subdirs(host.channels_root, host.state_dir, channel.name)
+        state = SubdirState.read(host, channel.name, info.subdir)
         current = existing_file(channel_dir, info.filename)
         if current is not None:
             same = (
@@ -139,14 +191,14 @@ def accept(
                 and sha256_of(current) == info.sha256
             )
             if same:
-                how = _bring_index_up_to_date(host, channel.name, info.subdir, None, fresh)
+                how = _bring_index_up_to_date(host, channel.name, info.subdir, state, None, editor)
                 return Result("unchanged", info.subdir, info.filename, info.sha256, info.size, how)
             if not (overwrite and current.parent.name == info.subdir):
                 where = f"{current.parent.name}/{current.name}"
                 raise Conflict(f"{where} is already in the channel with different content")
         move_into_place(staged, subdir_dir / info.filename)
         how = _bring_index_up_to_date(
-            host, channel.name, info.subdir, (info.filename, record), fresh
+            host, channel.name, info.subdir, state, (info.filename, record), editor
         )
     status = "added" if current is None else "replaced"
     return Result(status, info.subdir, info.filename, info.sha256, info.size, how)
@@ -160,6 +212,7 @@ def remove(
     *,
     guard: ChannelGuard,
     lock_timeout: float,
+    editor: repodata.SubdirIndex,
 ) -> Result:
     """Delete one package file and drop it from the index; raises Missing or LockTimeout."""
     subdir_dir = host.channels_root / channel.name / subdir
@@ -167,7 +220,7 @@ def remove(
         target = subdir_dir / filename
         if not target.is_file():
             raise Missing(f"{subdir}/{filename} is not in channel {channel.name!r}")
-        fresh = subdir not in stale_subdirs(host.channels_root, host.state_dir, channel.name)
+        state = SubdirState.read(host, channel.name, subdir)
         target.unlink()
-        how = _bring_index_up_to_date(host, channel.name, subdir, (filename, None), fresh)
+        how = _bring_index_up_to_date(host, channel.name, subdir, state, (filename, None), editor)
     return Result("deleted", subdir, filename, indexed=how)

@@ -17,14 +17,16 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import zstandard
 
 REPODATA = "repodata.json"
 COMPRESSED = "repodata.json.zst"
-# rattler writes its .zst at a level that keeps writing fast; clients do not care.
-_ZSTD_LEVEL = 9
+# Level 3 compresses a 10,000-package repodata about as small as level 9, in a third of
+# the time (measured: 692 kB either way).
+_ZSTD_LEVEL = 3
 _SECTIONS = {".conda": "packages.conda", ".tar.bz2": "packages"}
 # The run_exports keys rattler writes, in its order (empty lists are left out).
 _RUN_EXPORTS_KEYS = ("weak", "strong", "noarch", "weak_constrains", "strong_constrains")
@@ -154,9 +156,13 @@ def _replace(target: Path, content: bytes) -> None:
 
 
 def write(subdir_dir: Path, repodata: dict) -> None:
+    """Replace repodata.json and repodata.json.zst with `repodata`."""
+    write_bytes(subdir_dir, encode(repodata))
+
+
+def write_bytes(subdir_dir: Path, content: bytes) -> None:
     """Replace repodata.json, then repodata.json.zst (clients probe the .zst first, so the
     new package is announced only once both are in place)."""
-    content = encode(repodata)
     compressed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(content)
     _replace(subdir_dir / REPODATA, content)
     _replace(subdir_dir / COMPRESSED, compressed)
@@ -165,6 +171,82 @@ def write(subdir_dir: Path, repodata: dict) -> None:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _key(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False)
+
+
+@dataclass
+class _Parsed:
+    signature: tuple[int, int, int]
+    # Everything but the package sections, and each record already encoded: an update
+    # re-encodes one record, not ten thousand.
+    top: dict
+    encoded: dict[str, dict[str, str]]
+
+    def render(self) -> bytes:
+        parts = []
+        for key in sorted({*self.top, *self.encoded}):
+            if key in self.encoded:
+                records = self.encoded[key]
+                body = ",".join(f"{_key(name)}:{records[name]}" for name in sorted(records))
+                parts.append(f"{_key(key)}:{{{body}}}")
+            else:
+                parts.append(f"{_key(key)}:{encode(self.top[key]).decode()}")
+        return ("{" + ",".join(parts) + "}").encode()
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+class SubdirIndex:
+    """Edits subdirs' repodata in place, keeping what it last read or wrote in memory.
+
+    The memory is trusted only while repodata.json on disk is the very file it describes
+    (same inode, size and mtime): anything another writer (an index run) put there is read
+    afresh. The caller holds the channel lock.
+    """
+
+    def __init__(self) -> None:
+        self._parsed: dict[Path, _Parsed] = {}
+
+    def _load(self, subdir_dir: Path) -> _Parsed:
+        path = subdir_dir / REPODATA
+        try:
+            signature = _signature(path)
+        except FileNotFoundError:
+            raise RepodataUnusable(f"{subdir_dir.name} has no {REPODATA}") from None
+        cached = self._parsed.get(subdir_dir)
+        if cached is not None and cached.signature == signature:
+            return cached
+        data = read(subdir_dir)
+        encoded = {
+            section: {
+                name: encode(record).decode() for name, record in data.get(section, {}).items()
+            }
+            for section in _SECTIONS.values()
+        }
+        top = {k: v for k, v in data.items() if k not in encoded}
+        return _Parsed(signature, top, encoded)
+
+    def update(self, subdir_dir: Path, filename: str, record: dict | None) -> None:
+        """Set `filename` to `record` (None: remove it) and write repodata.json and .zst."""
+        parsed = self._load(subdir_dir)
+        records = parsed.encoded[section_for(filename)]
+        if record is None:
+            records.pop(filename, None)
+        else:
+            records[filename] = encode(record).decode()
+        try:
+            write_bytes(subdir_dir, parsed.render())
+        except BaseException:
+            self._parsed.pop(subdir_dir, None)
+            raise
+        parsed.signature = _signature(subdir_dir / REPODATA)
+        self._parsed[subdir_dir] = parsed
 
 
 def decode_compressed(data: bytes) -> dict:

@@ -48,6 +48,7 @@ from condaport.config import load as load_config
 from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
 from condaport.locking import LockTimeout, channel_lock
 from condaport.packages import Rejected, split_name
+from condaport.repodata import SubdirIndex
 from condaport.rights import DEFAULT_PATH as DEFAULT_SETTINGS
 from condaport.rights import IDENTITY, SettingsError, SettingsFile
 
@@ -150,6 +151,7 @@ class UploadService:
         self._host_signature = self._signature(self._config_path)
         self.settings = SettingsFile(settings)
         self.guard = ChannelGuard()
+        self.editor = SubdirIndex()
         # Validation unpacks whole packages: at most this many at once.
         self.validating = threading.BoundedSemaphore(workers)
         self.pages = PageRefresher(self)
@@ -349,6 +351,7 @@ class UploadHandler(BaseHTTPRequestHandler):
                     target.filename,
                     guard=service.guard,
                     lock_timeout=settings.lock_timeout,
+                    editor=service.editor,
                 )
             except Missing as exc:
                 raise Answer(404, str(exc), **described) from None
@@ -376,6 +379,7 @@ class UploadHandler(BaseHTTPRequestHandler):
                         overwrite=target.force and grant.overwrite,
                         guard=service.guard,
                         lock_timeout=settings.lock_timeout,
+                        editor=service.editor,
                     )
                 except Rejected as exc:
                     raise Answer(422, str(exc), **described) from None

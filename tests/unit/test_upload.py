@@ -346,3 +346,33 @@ def test_unreadable_repodata_falls_back_to_a_full_index(host: Host, tmp_path: Pa
     status, answer, _ = host.put(package)
     assert (status, answer["indexed"]) == (201, "full")
     assert package.name in host.listed()
+
+
+def test_the_upload_fingerprint_is_the_indexers(host: Host, tmp_path: Path) -> None:
+    from condaport import intake
+
+    for n in range(3):
+        shutil.copy(build_tar_bz2(tmp_path, f"fp{n}"), host.channel / "noarch")
+    (host.channel / "noarch" / ".hidden.partial").write_text("x")
+    subdir = host.channel / "noarch"
+    assert intake.digest(intake.scan(subdir)) == index.fingerprint(subdir)
+
+
+def test_in_place_edits_write_the_json_a_full_encode_would(host: Host, tmp_path: Path) -> None:
+    editor = repodata.SubdirIndex()
+    subdir = host.channel / "noarch"
+    package = build_conda(tmp_path, "edited")
+    shutil.copy(package, subdir)
+    record = repodata.package_record(package, sha256="ab" * 32, md5="cd" * 16, size=1)
+    editor.update(subdir, package.name, record)
+    editor.update(subdir, "other-1.0-0.tar.bz2", {"name": "other", "depends": ["ü"]})
+    written = (subdir / "repodata.json").read_bytes()
+    parsed = json.loads(written)
+    assert written == repodata.encode(parsed)
+    assert parsed["packages.conda"][package.name] == record
+    assert repodata.decode_compressed((subdir / "repodata.json.zst").read_bytes()) == parsed
+    # Another writer replaced the file: the editor reads it again instead of its memory.
+    index.run(host.root / "channels", host.root / "state", None, force=True)
+    editor.update(subdir, "third-1.0-0.tar.bz2", {"name": "third"})
+    names = set(json.loads((subdir / "repodata.json").read_text())["packages"])
+    assert names == {"third-1.0-0.tar.bz2"}
