@@ -93,11 +93,8 @@ def scan(subdir_dir: Path) -> Rows:
 def digest(rows: Rows) -> str:
     """condaport.index.fingerprint of a subdir holding `rows` (a unit test keeps them equal),
     so a change this module makes is recorded without scanning the subdir again."""
-    hashed = hashlib.sha256()
-    for name in sorted(rows):
-        size, mtime = rows[name]
-        hashed.update(f"{name}\t{size}\t{mtime}\n".encode())
-    return hashed.hexdigest()
+    lines = "".join(f"{name}\t{rows[name][0]}\t{rows[name][1]}\n" for name in sorted(rows))
+    return hashlib.sha256(lines.encode()).hexdigest()
 
 
 @dataclass

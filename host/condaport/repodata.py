@@ -177,20 +177,31 @@ def _key(name: str) -> str:
     return json.dumps(name, ensure_ascii=False)
 
 
+def _member(name: str, record: object) -> str:
+    return f"{_key(name)}:{encode(record).decode()}"
+
+
 @dataclass
 class _Parsed:
     signature: tuple[int, int, int]
-    # Everything but the package sections, and each record already encoded: an update
-    # re-encodes one record, not ten thousand.
+    # Everything but the package sections, and each record already encoded as its
+    # `"name":{...}` member: an update re-encodes one record, not ten thousand.
     top: dict
     encoded: dict[str, dict[str, str]]
+
+    def set(self, filename: str, record: dict | None) -> None:
+        members = self.encoded[section_for(filename)]
+        if record is None:
+            members.pop(filename, None)
+        else:
+            members[filename] = _member(filename, record)
 
     def render(self) -> bytes:
         parts = []
         for key in sorted({*self.top, *self.encoded}):
             if key in self.encoded:
-                records = self.encoded[key]
-                body = ",".join(f"{_key(name)}:{records[name]}" for name in sorted(records))
+                members = self.encoded[key]
+                body = ",".join(members[name] for name in sorted(members))
                 parts.append(f"{_key(key)}:{{{body}}}")
             else:
                 parts.append(f"{_key(key)}:{encode(self.top[key]).decode()}")
@@ -224,9 +235,7 @@ class SubdirIndex:
             return cached
         data = read(subdir_dir)
         encoded = {
-            section: {
-                name: encode(record).decode() for name, record in data.get(section, {}).items()
-            }
+            section: {name: _member(name, record) for name, record in data.get(section, {}).items()}
             for section in _SECTIONS.values()
         }
         top = {k: v for k, v in data.items() if k not in encoded}
@@ -235,11 +244,7 @@ class SubdirIndex:
     def update(self, subdir_dir: Path, filename: str, record: dict | None) -> None:
         """Set `filename` to `record` (None: remove it) and write repodata.json and .zst."""
         parsed = self._load(subdir_dir)
-        records = parsed.encoded[section_for(filename)]
-        if record is None:
-            records.pop(filename, None)
-        else:
-            records[filename] = encode(record).decode()
+        parsed.set(filename, record)
         try:
             write_bytes(subdir_dir, parsed.render())
         except BaseException:
