@@ -186,10 +186,32 @@ def installs(site: Site, tmp_path: Path, channel: str, spec: str) -> None:
 # -- the real clients --------------------------------------------------------------------
 
 
+def built(folder: Path, name: str) -> Path:
+    """A .conda as rattler-build writes it, info/about.json included (its artifactory
+    upload reads the package's metadata from there)."""
+    import rattler_build
+
+    files = folder / f"{name}-files"
+    (files / "share" / name).mkdir(parents=True)
+    (files / "share" / name / "data.txt").write_text(f"payload of {name}\n")
+    rattler_build.assemble_package(
+        name=name,
+        version="1.0",
+        target_platform="noarch",
+        build_string="0",
+        output_dir=folder,
+        files_dir=files,
+        noarch="generic",
+        summary=f"{name}, uploaded by the condaport test suite",
+        license="Apache-2.0",
+    )
+    return folder / f"{name}-1.0-0.conda"
+
+
 def test_rattler_build_artifactory_upload_with_a_token_then_py_rattler_installs_it(
     site: Site, tmp_path: Path
 ) -> None:
-    package = build_conda(tmp_path / "dist", f"art-token-{RUN}")
+    package = built(tmp_path, f"art-token-{RUN}")
     started = time.monotonic()
     result = run_upload(
         "artifactory",
@@ -210,7 +232,7 @@ def test_rattler_build_artifactory_upload_with_a_token_then_py_rattler_installs_
 def test_rattler_build_artifactory_upload_with_a_password_from_the_auth_file(
     site: Site, tmp_path: Path
 ) -> None:
-    package = build_conda(tmp_path / "dist", f"art-user-{RUN}")
+    package = built(tmp_path, f"art-user-{RUN}-{site.mode}")
     auth = write_auth_file(
         tmp_path / "auth.json", site.base_url, "uploader", site.passwords["uploader"]
     )
@@ -229,7 +251,7 @@ def test_rattler_build_artifactory_upload_with_a_password_from_the_auth_file(
 
 @pytest.mark.parametrize("how", ["api_key", "auth_file"])
 def test_rattler_build_quetz_upload(site: Site, tmp_path: Path, how: str) -> None:
-    package = build_conda(tmp_path / "dist", f"quetz-{how.replace('_', '-')}-{RUN}")
+    package = built(tmp_path, f"quetz-{how.replace('_', '-')}-{RUN}")
     token = site.tokens["ci-main"]
     auth = write_token_auth_file(tmp_path / "auth.json", site.host, "CondaToken", token)
     result = run_upload(
@@ -247,7 +269,7 @@ def test_rattler_build_quetz_upload(site: Site, tmp_path: Path, how: str) -> Non
 
 
 def test_the_real_client_reports_a_refusal(site: Site, tmp_path: Path) -> None:
-    package = build_conda(tmp_path / "dist", f"refused-{RUN}")
+    package = built(tmp_path, f"refused-{RUN}")
     result = run_upload(
         "artifactory",
         site.base_url,
