@@ -19,7 +19,7 @@ import hashlib
 import os
 import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -164,10 +164,17 @@ def accept(
     guard: ChannelGuard,
     lock_timeout: float,
     editor: repodata.SubdirIndex,
+    validating: AbstractContextManager[object] | None = None,
 ) -> Result:
     """Validate the staged file and make it installable; raises Rejected (bad package),
-    WrongSubdir, Conflict or LockTimeout. The staged file is moved or left for the caller."""
-    info: PackageInfo = inspect_package(staged, list(channel.subdirs) or None)
+    WrongSubdir, Conflict or LockTimeout. The staged file is moved or left for the caller.
+
+    `validating` bounds how many validations run at once; it is not held while waiting
+    for the channel lock, so uploads queued on a busy channel do not stop others from
+    being validated meanwhile."""
+    with validating or nullcontext():
+        info: PackageInfo = inspect_package(staged, list(channel.subdirs) or None)
+        record = repodata.package_record(staged, sha256=info.sha256, md5=md5, size=info.size)
     if url_subdir is not None and info.subdir != url_subdir:
         raise WrongSubdir(
             f"the package says its subdir is {info.subdir!r}, but it was sent to {url_subdir!r}"
@@ -176,7 +183,6 @@ def accept(
     subdir_dir = channel_dir / info.subdir
     if not subdir_dir.is_dir():
         raise WrongSubdir(f"subdir {info.subdir!r} does not exist in channel {channel.name!r}")
-    record = repodata.package_record(staged, sha256=info.sha256, md5=md5, size=info.size)
     with guard.hold(host.state_dir, channel.name, lock_timeout):
         sweep_partials(channel_dir)
         state = SubdirState.read(host, channel.name, info.subdir)

@@ -46,7 +46,7 @@ from condaport.browse import write_channel_page
 from condaport.config import CHANNEL_NAME, DEFAULT_PATH, ConfigError, HostConfig, config_path
 from condaport.config import load as load_config
 from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
-from condaport.locking import LockTimeout, channel_lock
+from condaport.locking import LockTimeout
 from condaport.packages import Rejected, split_name
 from condaport.repodata import SubdirIndex
 from condaport.rights import DEFAULT_PATH as DEFAULT_SETTINGS
@@ -133,13 +133,14 @@ class PageRefresher(threading.Thread):
                 self._refresh(channel)
 
     def _refresh(self, channel: str) -> None:
+        """Without the channel lock: the page is rendered from repodata files that are
+        only ever replaced whole, and written by rename; a change landing meanwhile asks
+        for another refresh. Uploads never wait for a page."""
         host = self.service.host()
         try:
-            with channel_lock(host.state_dir, channel, timeout=60):
-                write_channel_page(host.channels_root / channel, channel)
-        except (LockTimeout, OSError) as exc:
+            write_channel_page(host.channels_root / channel, channel)
+        except OSError as exc:
             LOG.warning("browse page of %s not rewritten: %s", channel, exc)
-            self.request(channel)
 
 
 class UploadService:
@@ -368,28 +369,28 @@ class UploadHandler(BaseHTTPRequestHandler):
             md5, sha256 = self._receive(staged, settings.max_size)
             if target.sha256 and target.sha256 != sha256:
                 raise Answer(400, "the body's sha256 is not the one the request named", **described)
-            with service.validating:
-                try:
-                    result = accept(
-                        host,
-                        channel,
-                        staged,
-                        md5=md5,
-                        url_subdir=target.subdir,
-                        overwrite=target.force and grant.overwrite,
-                        guard=service.guard,
-                        lock_timeout=settings.lock_timeout,
-                        editor=service.editor,
-                    )
-                except Rejected as exc:
-                    raise Answer(422, str(exc), **described) from None
-                except WrongSubdir as exc:
-                    raise Answer(400, str(exc), **described) from None
-                except Conflict as exc:
-                    hint = "" if grant.overwrite else " (and this uploader may not overwrite)"
-                    raise Answer(409, f"{exc}{hint}", **described) from None
-                except LockTimeout as exc:
-                    raise Answer(503, str(exc), **described) from None
+            try:
+                result = accept(
+                    host,
+                    channel,
+                    staged,
+                    md5=md5,
+                    url_subdir=target.subdir,
+                    overwrite=target.force and grant.overwrite,
+                    guard=service.guard,
+                    lock_timeout=settings.lock_timeout,
+                    editor=service.editor,
+                    validating=service.validating,
+                )
+            except Rejected as exc:
+                raise Answer(422, str(exc), **described) from None
+            except WrongSubdir as exc:
+                raise Answer(400, str(exc), **described) from None
+            except Conflict as exc:
+                hint = "" if grant.overwrite else " (and this uploader may not overwrite)"
+                raise Answer(409, f"{exc}{hint}", **described) from None
+            except LockTimeout as exc:
+                raise Answer(503, str(exc), **described) from None
         finally:
             shutil.rmtree(staged_dir, ignore_errors=True)
         if result.status != "unchanged":

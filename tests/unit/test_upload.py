@@ -376,3 +376,37 @@ def test_in_place_edits_write_the_json_a_full_encode_would(host: Host, tmp_path:
     editor.update(subdir, "third-1.0-0.tar.bz2", {"name": "third"})
     names = set(json.loads((subdir / "repodata.json").read_text())["packages"])
     assert names == {"third-1.0-0.tar.bz2"}
+
+
+def test_the_browse_page_follows_shortly_after(host: Host, tmp_path: Path) -> None:
+    import time
+
+    package = build_conda(tmp_path, "browsable")
+    assert host.put(package)[0] == 201
+    page = host.channel / "index.html"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if page.exists() and "browsable" in page.read_text():
+            break
+        time.sleep(0.2)
+    assert "browsable" in page.read_text()
+    assert page.stat().st_mode & 0o777 == 0o644
+
+
+def test_parallel_uploads_to_one_channel_all_land(host: Host, tmp_path: Path) -> None:
+    packages = [
+        build_tar_bz2(tmp_path / f"t{t}", f"par{t}-{n}") for t in range(4) for n in range(5)
+    ]
+    statuses: list[int] = []
+
+    def upload(batch: list[Path]) -> None:
+        statuses.extend(host.put(package)[0] for package in batch)
+
+    threads = [threading.Thread(target=upload, args=(packages[t::4],)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert statuses == [201] * len(packages)
+    assert {p.name for p in packages} <= set(host.listed())
+    assert index.stale_subdirs(host.root / "channels", host.root / "state", "main") == []
