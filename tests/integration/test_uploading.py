@@ -566,6 +566,47 @@ def test_one_upload_into_a_small_channel_is_quick(site: Site, tmp_path: Path) ->
     assert p50 < 1.0
 
 
+def test_upload_to_installable_in_a_ten_thousand_package_channel(
+    site: Site, tmp_path: Path
+) -> None:
+    """The in-place index update keeps an upload cheap in a large subdir, where a full
+    index takes seconds: the answer (which comes once repodata lists the package) is the
+    moment it can be installed."""
+    bulk = tmp_path / "bulk"
+    for n in range(10_000):
+        build_tar_bz2(bulk, f"bulk{n:05d}")
+    subprocess.run(
+        f"tar -C {bulk} -cf - . | podman exec -i {site.container} tar -C {TREE}/big/noarch -xf -",
+        shell=True,
+        check=True,
+    )
+    started = time.monotonic()
+    on_host(site, "condaport-index", "run", "--channel", "big")
+    full = time.monotonic() - started
+    assert len(listed(site, "big")) >= 10_000
+    timings = []
+    connection = Connection(site)
+    for n in range(10):
+        package = build_tar_bz2(tmp_path / "new", f"big-{site.mode}-{RUN}-{n}")
+        started = time.monotonic()
+        reply = connection.send(
+            "PUT",
+            f"/big/noarch/{package.name}",
+            package.read_bytes(),
+            credentials(site, "uploader"),
+        )
+        timings.append(time.monotonic() - started)
+        assert (reply.status, reply.body.get("indexed")) == (201, "incremental"), reply
+    connection.close()
+    installs(site, tmp_path, "big", f"big-{site.mode}-{RUN}-9")
+    p50 = statistics.median(timings)
+    print(
+        f"10,000-package channel: full index {full:.1f} s; upload to installable "
+        f"p50 {p50 * 1000:.0f} ms, max {max(timings) * 1000:.0f} ms"
+    )
+    assert p50 < 1.0
+
+
 class RepodataPoller(threading.Thread):
     """Fetches repodata.json in a loop over one keep-alive connection: every fetch must
     parse, and every file it lists for the first time must download at that moment."""
