@@ -59,6 +59,7 @@ molecule: images
 	molecule test --scenario-name default
 	molecule test --scenario-name clients
 	molecule test --scenario-name publishing
+	molecule test --scenario-name uploading
 
 .PHONY: test
 test: lint unit molecule

@@ -27,7 +27,9 @@ def channel_lock(state_dir: Path, channel: str, timeout: float = 900.0) -> Itera
     """
     path = lock_path(state_dir, channel)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o640)
+    # Read-only is enough for flock, so every writer (root, the upload service's group)
+    # can take a lock file another one created.
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT, 0o660)
     try:
         deadline = time.monotonic() + timeout
         while True:

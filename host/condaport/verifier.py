@@ -64,6 +64,11 @@ class ChannelAuth:
     decoy: str | None = None
 
 
+# The uploaders' file (condaport_upload_auth_name): '@' never occurs in a channel name, so
+# it cannot be mistaken for, or shadow, a channel's own file.
+UPLOAD_AUTH_NAME = "@upload"
+
+
 @dataclass(frozen=True)
 class _Loaded:
     signature: tuple[int, int, int]
@@ -111,7 +116,7 @@ class HtpasswdStore:
 
     def channel(self, channel: str) -> ChannelAuth:
         """`channel`'s users; nobody when the channel has no file (or a bad name)."""
-        if not CHANNEL_NAME.match(channel):
+        if not (CHANNEL_NAME.match(channel) or channel == UPLOAD_AUTH_NAME):
             return ChannelAuth()
         path = self.directory / f"{channel}.htpasswd"
         try:

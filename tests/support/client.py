@@ -68,10 +68,14 @@ async def _install(channel_url: str, specs: list[str], prefix: Path) -> list[str
     # The default gateway sends no credentials; the authenticated client reads
     # RATTLER_AUTH_FILE (or ~/.netrc), as pixi does.
     client = rattler.Client.authenticated_client()
+    # The gateway keeps repodata in ~/.cache/rattler unless told otherwise, and honours its
+    # max-age there: a test must not read a channel through another test's cache.
+    cache = os.environ.get("RATTLER_CACHE_DIR")
+    gateway = rattler.Gateway(cache_dir=Path(cache) / "repodata" if cache else None, client=client)
     records = await rattler.solve(
         sources=[rattler.Channel(channel_url)],
         specs=specs,
-        gateway=rattler.Gateway(client=client),
+        gateway=gateway,
         platforms=[rattler.Platform.current(), rattler.Platform("noarch")],
     )
     await rattler.install(records, target_prefix=prefix, show_progress=False, client=client)

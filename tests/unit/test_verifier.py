@@ -318,3 +318,12 @@ def test_a_check_whose_client_is_gone_is_not_hashed(start, tmp_path: Path, monke
     assert _status(staying) == 200
     _wait_until(lambda: server.in_progress == 0)
     assert hashed == ["bob"]
+
+
+def test_the_uploaders_file_is_checked_and_nothing_else_with_an_at(ask, auth_dir: Path) -> None:
+    (auth_dir / "@upload.htpasswd").write_text(f"dave:{bcrypt.using(rounds=4).hash(PASSWORD)}\n")
+    (auth_dir / "x@upload.htpasswd").write_text(f"dave:{bcrypt.using(rounds=4).hash(PASSWORD)}\n")
+    assert ask("/check/@upload", _basic("dave", PASSWORD)).status == 200
+    assert ask("/check/@upload", _basic("dave", "wrong")).status == 401
+    assert ask("/check/x@upload", _basic("dave", PASSWORD)).status == 401
+    assert ask("/check/main", _basic("dave", PASSWORD)).status == 401

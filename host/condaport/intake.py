@@ -1,0 +1,229 @@
+"""One uploaded package into a channel: validate, place and index, under the channel lock.
+
+The upload service (condaport.upload) calls this once the body is in staging. Validation
+is the publish path's (`condaport.packages.inspect_package`), placement its rename
+(`condaport.publish`), and the lock the one every writer takes (`condaport.locking`), so a
+playbook publish, an index run and any number of uploads never step on each other.
+
+The subdir is indexed before the function returns, so an upload that was answered can be
+installed. When the subdir's index was up to date, only the new record is added to the
+existing repodata (`condaport.repodata`: milliseconds, where a full index of a large
+subdir takes seconds) and its fingerprint recorded, so the next index run skips it;
+otherwise (missing or unreadable repodata, files copied in by hand, another backend) the
+subdir is indexed fully, as `condaport-index run` would.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+
+from condaport import repodata
+from condaport.config import ChannelConfig, HostConfig
+from condaport.index import _fingerprint_file, index_subdir
+from condaport.index import _record as record_fingerprint
+from condaport.locking import LockTimeout, channel_lock
+from condaport.packages import SUFFIXES, PackageInfo, inspect_package, sha256_of
+from condaport.publish import _existing as existing_file
+from condaport.publish import _move_into_place as move_into_place
+from condaport.publish import sweep_partials
+
+
+class Conflict(RuntimeError):
+    """A file of that name is already in the channel with other content (HTTP 409)."""
+
+
+class WrongSubdir(ValueError):
+    """The package's own subdir is not the one the request named (HTTP 400)."""
+
+
+class Missing(LookupError):
+    """Nothing of that name to remove (HTTP 404)."""
+
+
+@dataclass(frozen=True)
+class Result:
+    status: str  # added, replaced, unchanged, deleted
+    subdir: str
+    filename: str
+    sha256: str = ""
+    size: int = 0
+    indexed: str = ""  # incremental, full, or "" when the index was already right
+
+
+class ChannelGuard:
+    """In-process order first, then the channel's flock: threads of this service queue on
+    a lock of their own instead of all polling the file lock."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, threading.Lock] = {}
+        self._guard = threading.Lock()
+
+    @contextmanager
+    def hold(self, state_dir: Path, channel: str, timeout: float) -> Iterator[None]:
+        with self._guard:
+            lock = self._locks.setdefault(channel, threading.Lock())
+        if not lock.acquire(timeout=timeout):
+            raise LockTimeout(f"channel {channel!r} is busy (another upload held it {timeout} s)")
+        try:
+            with channel_lock(state_dir, channel, timeout=timeout):
+                yield
+        finally:
+            lock.release()
+
+
+Rows = dict[str, tuple[int, int]]  # package file name -> (size, mtime_ns)
+
+
+def scan(subdir_dir: Path) -> Rows:
+    """The package files condaport.index.fingerprint hashes, with what it hashes."""
+    with os.scandir(subdir_dir) as entries:
+        return {
+            e.name: (e.stat().st_size, e.stat().st_mtime_ns)
+            for e in entries
+            if e.is_file() and not e.name.startswith(".") and e.name.endswith(SUFFIXES)
+        }
+
+
+def digest(rows: Rows) -> str:
+    """condaport.index.fingerprint of a subdir holding `rows` (a unit test keeps them equal),
+    so a change this module makes is recorded without scanning the subdir again."""
+    lines = "".join(f"{name}\t{rows[name][0]}\t{rows[name][1]}\n" for name in sorted(rows))
+    return hashlib.sha256(lines.encode()).hexdigest()
+
+
+@dataclass
+class SubdirState:
+    """A subdir as found under the lock: its files, and whether its index matches them."""
+
+    rows: Rows
+    fresh: bool
+
+    @classmethod
+    def read(cls, host: HostConfig, channel: str, subdir: str) -> SubdirState:
+        subdir_dir = host.channels_root / channel / subdir
+        rows = scan(subdir_dir)
+        recorded = _fingerprint_file(host.state_dir, channel, subdir)
+        try:
+            fresh = (subdir_dir / repodata.REPODATA).is_file() and (
+                recorded.read_text().strip() == digest(rows)
+            )
+        except OSError:
+            fresh = False
+        return cls(rows, fresh)
+
+
+def _bring_index_up_to_date(
+    host: HostConfig,
+    channel: str,
+    subdir: str,
+    state: SubdirState,
+    change: tuple[str, dict | None] | None,
+    editor: repodata.SubdirIndex,
+) -> str:
+    """Index `subdir` after `change` (filename, record or None for removed); returns how."""
+    channel_dir = host.channels_root / channel
+    subdir_dir = channel_dir / subdir
+    if state.fresh and change is None:
+        return ""
+    if state.fresh and host.index_backend == "rattler":
+        filename, record = change
+        rows = dict(state.rows)
+        if record is None:
+            rows.pop(filename, None)
+        else:
+            placed = (subdir_dir / filename).stat()
+            rows[filename] = (placed.st_size, placed.st_mtime_ns)
+        try:
+            editor.update(subdir_dir, filename, record)
+        except repodata.RepodataUnusable:
+            pass
+        else:
+            record_fingerprint(host.state_dir, channel, subdir, digest(rows))
+            return "incremental"
+    # As condaport-index run does: the fingerprint taken before indexing is recorded after.
+    before = digest(scan(subdir_dir))
+    index_subdir(channel_dir, subdir, host.index_backend, host.conda_python)
+    record_fingerprint(host.state_dir, channel, subdir, before)
+    return "full"
+
+
+def accept(
+    host: HostConfig,
+    channel: ChannelConfig,
+    staged: Path,
+    *,
+    md5: str,
+    url_subdir: str | None,
+    overwrite: bool,
+    guard: ChannelGuard,
+    lock_timeout: float,
+    editor: repodata.SubdirIndex,
+    validating: AbstractContextManager[object] | None = None,
+) -> Result:
+    """Validate the staged file and make it installable; raises Rejected (bad package),
+    WrongSubdir, Conflict or LockTimeout. The staged file is moved or left for the caller.
+
+    `validating` bounds how many validations run at once; it is not held while waiting
+    for the channel lock, so uploads queued on a busy channel do not stop others from
+    being validated meanwhile."""
+    with validating or nullcontext():
+        info: PackageInfo = inspect_package(staged, list(channel.subdirs) or None)
+        record = repodata.package_record(staged, sha256=info.sha256, md5=md5, size=info.size)
+    if url_subdir is not None and info.subdir != url_subdir:
+        raise WrongSubdir(
+            f"the package says its subdir is {info.subdir!r}, but it was sent to {url_subdir!r}"
+        )
+    channel_dir = host.channels_root / channel.name
+    subdir_dir = channel_dir / info.subdir
+    if not subdir_dir.is_dir():
+        raise WrongSubdir(f"subdir {info.subdir!r} does not exist in channel {channel.name!r}")
+    with guard.hold(host.state_dir, channel.name, lock_timeout):
+        sweep_partials(channel_dir)
+        state = SubdirState.read(host, channel.name, info.subdir)
+        current = existing_file(channel_dir, info.filename)
+        if current is not None:
+            same = (
+                current.parent.name == info.subdir
+                and current.stat().st_size == info.size
+                and sha256_of(current) == info.sha256
+            )
+            if same:
+                how = _bring_index_up_to_date(host, channel.name, info.subdir, state, None, editor)
+                return Result("unchanged", info.subdir, info.filename, info.sha256, info.size, how)
+            if not (overwrite and current.parent.name == info.subdir):
+                where = f"{current.parent.name}/{current.name}"
+                raise Conflict(f"{where} is already in the channel with different content")
+        move_into_place(staged, subdir_dir / info.filename)
+        how = _bring_index_up_to_date(
+            host, channel.name, info.subdir, state, (info.filename, record), editor
+        )
+    status = "added" if current is None else "replaced"
+    return Result(status, info.subdir, info.filename, info.sha256, info.size, how)
+
+
+def remove(
+    host: HostConfig,
+    channel: ChannelConfig,
+    subdir: str,
+    filename: str,
+    *,
+    guard: ChannelGuard,
+    lock_timeout: float,
+    editor: repodata.SubdirIndex,
+) -> Result:
+    """Delete one package file and drop it from the index; raises Missing or LockTimeout."""
+    subdir_dir = host.channels_root / channel.name / subdir
+    with guard.hold(host.state_dir, channel.name, lock_timeout):
+        target = subdir_dir / filename
+        if not target.is_file():
+            raise Missing(f"{subdir}/{filename} is not in channel {channel.name!r}")
+        state = SubdirState.read(host, channel.name, subdir)
+        target.unlink()
+        how = _bring_index_up_to_date(host, channel.name, subdir, state, (filename, None), editor)
+    return Result("deleted", subdir, filename, indexed=how)

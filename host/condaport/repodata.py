@@ -1,0 +1,260 @@
+"""Add or remove one package in a subdir's repodata without re-reading every archive.
+
+A full index of a 10,000-package subdir opens every archive and takes seconds; an upload
+changes one file. These functions edit the existing repodata.json instead, writing the
+record rattler's index would write for that file (`package_record`; a unit test compares
+the two), and replace repodata.json and repodata.json.zst by temp file and rename, like
+the indexer. Callers hold the channel lock and fall back to a full index when the subdir's
+repodata is missing, unreadable or stale (condaport.index).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import tarfile
+import tempfile
+import time
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+REPODATA = "repodata.json"
+COMPRESSED = "repodata.json.zst"
+# Level 3 compresses a 10,000-package repodata about as small as level 9, in a third of
+# the time (measured: 692 kB either way).
+_ZSTD_LEVEL = 3
+_SECTIONS = {".conda": "packages.conda", ".tar.bz2": "packages"}
+# The run_exports keys rattler writes, in its order (empty lists are left out).
+_RUN_EXPORTS_KEYS = ("weak", "strong", "noarch", "weak_constrains", "strong_constrains")
+
+
+class RepodataUnusable(RuntimeError):
+    """The subdir's repodata cannot be edited in place; index the subdir fully instead."""
+
+
+def section_for(filename: str) -> str:
+    for suffix, section in _SECTIONS.items():
+        if filename.endswith(suffix):
+            return section
+    raise ValueError(f"{filename} is not a package file name")
+
+
+def _info_members(path: Path, wanted: set[str]) -> dict[str, bytes]:
+    """The named info/ files of a package archive (already validated by the caller)."""
+    found: dict[str, bytes] = {}
+    if path.name.endswith(".conda"):
+        with zipfile.ZipFile(path) as archive:
+            inner = next(n for n in archive.namelist() if n.startswith("info-"))
+            stream = zstandard.ZstdDecompressor().stream_reader(archive.open(inner))
+            with tarfile.open(fileobj=stream, mode="r|") as info:
+                for member in info:
+                    if member.name in wanted and member.isfile():
+                        found[member.name] = info.extractfile(member).read()
+        return found
+    with tarfile.open(path, mode="r|bz2") as archive:
+        for member in archive:
+            if member.name in wanted and member.isfile():
+                found[member.name] = archive.extractfile(member).read()
+                if len(found) == len(wanted):
+                    break
+    return found
+
+
+def _run_exports(raw: bytes) -> dict[str, list[str]] | None:
+    data = json.loads(raw)
+    if not isinstance(data, dict):
+        return None
+    exports = {k: list(data[k]) for k in _RUN_EXPORTS_KEYS if data.get(k)}
+    return exports or None
+
+
+def package_record(
+    path: Path, *, sha256: str, md5: str, size: int, indexed_timestamp: int | None = None
+) -> dict:
+    """The repodata record rattler's index writes for this package file.
+
+    Built by py-rattler's own PackageRecord from the package's info/index.json, so field
+    handling (dropped nulls, normalised names) is rattler's; like rattler's index, a .conda
+    also carries its info/run_exports.json, and every record the time it was indexed.
+    """
+    from rattler import PackageRecord
+
+    wanted = {"info/index.json"}
+    if path.name.endswith(".conda"):
+        wanted.add("info/run_exports.json")
+    members = _info_members(path, wanted)
+    if "info/index.json" not in members:
+        raise ValueError(f"{path.name} has no info/index.json")
+    with tempfile.TemporaryDirectory(prefix=".condaport-record-") as scratch:
+        index_json = Path(scratch) / "index.json"
+        index_json.write_bytes(members["info/index.json"])
+        record = json.loads(
+            PackageRecord.from_index_json(index_json, size=size, sha256=sha256, md5=md5).to_json()
+        )
+    if "info/run_exports.json" in members:
+        exports = _run_exports(members["info/run_exports.json"])
+        if exports:
+            record["run_exports"] = exports
+    record["indexed_timestamp"] = (
+        indexed_timestamp if indexed_timestamp is not None else int(time.time() * 1000)
+    )
+    return record
+
+
+def read(subdir_dir: Path) -> dict:
+    """The subdir's repodata.json, or RepodataUnusable when it cannot be edited."""
+    try:
+        data = json.loads((subdir_dir / REPODATA).read_bytes())
+    except FileNotFoundError:
+        raise RepodataUnusable(f"{subdir_dir.name} has no {REPODATA}") from None
+    except (OSError, ValueError) as exc:
+        raise RepodataUnusable(f"{subdir_dir.name}/{REPODATA} is unreadable: {exc}") from None
+    if not isinstance(data, dict) or any(
+        not isinstance(data.get(section, {}), dict) for section in _SECTIONS.values()
+    ):
+        raise RepodataUnusable(f"{subdir_dir.name}/{REPODATA} is not repodata")
+    return data
+
+
+def with_record(repodata: dict, filename: str, record: dict | None) -> dict:
+    """A copy of `repodata` with `filename` set to `record` (None: removed)."""
+    section = section_for(filename)
+    packages = dict(repodata.get(section) or {})
+    if record is None:
+        packages.pop(filename, None)
+    else:
+        packages[filename] = record
+    updated = {**repodata, section: packages}
+    for other in _SECTIONS.values():
+        updated.setdefault(other, {})
+    return updated
+
+
+def encode(repodata: dict) -> bytes:
+    """Compact JSON with sorted keys, as rattler's index writes it."""
+    return json.dumps(repodata, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
+
+
+def _replace(target: Path, content: bytes) -> None:
+    """Atomic for readers: the old file or the new one, whole, mode 0644."""
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(content)
+            handle.flush()
+            os.fchmod(handle.fileno(), 0o644)
+            os.fsync(handle.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def write(subdir_dir: Path, repodata: dict) -> None:
+    """Replace repodata.json and repodata.json.zst with `repodata`."""
+    write_bytes(subdir_dir, encode(repodata))
+
+
+def write_bytes(subdir_dir: Path, content: bytes) -> None:
+    """Replace repodata.json, then repodata.json.zst (clients probe the .zst first, so the
+    new package is announced only once both are in place)."""
+    compressed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(content)
+    _replace(subdir_dir / REPODATA, content)
+    _replace(subdir_dir / COMPRESSED, compressed)
+    directory = os.open(subdir_dir, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def _key(name: str) -> str:
+    return json.dumps(name, ensure_ascii=False)
+
+
+def _member(name: str, record: object) -> str:
+    return f"{_key(name)}:{encode(record).decode()}"
+
+
+@dataclass
+class _Parsed:
+    signature: tuple[int, int, int]
+    # Everything but the package sections, and each record already encoded as its
+    # `"name":{...}` member: an update re-encodes one record, not ten thousand.
+    top: dict
+    encoded: dict[str, dict[str, str]]
+
+    def set(self, filename: str, record: dict | None) -> None:
+        members = self.encoded[section_for(filename)]
+        if record is None:
+            members.pop(filename, None)
+        else:
+            members[filename] = _member(filename, record)
+
+    def render(self) -> bytes:
+        parts = []
+        for key in sorted({*self.top, *self.encoded}):
+            if key in self.encoded:
+                members = self.encoded[key]
+                body = ",".join(members[name] for name in sorted(members))
+                parts.append(f"{_key(key)}:{{{body}}}")
+            else:
+                parts.append(f"{_key(key)}:{encode(self.top[key]).decode()}")
+        return ("{" + ",".join(parts) + "}").encode()
+
+
+def _signature(path: Path) -> tuple[int, int, int]:
+    info = path.stat()
+    return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+
+class SubdirIndex:
+    """Edits subdirs' repodata in place, keeping what it last read or wrote in memory.
+
+    The memory is trusted only while repodata.json on disk is the very file it describes
+    (same inode, size and mtime): anything another writer (an index run) put there is read
+    afresh. The caller holds the channel lock.
+    """
+
+    def __init__(self) -> None:
+        self._parsed: dict[Path, _Parsed] = {}
+
+    def _load(self, subdir_dir: Path) -> _Parsed:
+        path = subdir_dir / REPODATA
+        try:
+            signature = _signature(path)
+        except FileNotFoundError:
+            raise RepodataUnusable(f"{subdir_dir.name} has no {REPODATA}") from None
+        cached = self._parsed.get(subdir_dir)
+        if cached is not None and cached.signature == signature:
+            return cached
+        data = read(subdir_dir)
+        encoded = {
+            section: {name: _member(name, record) for name, record in data.get(section, {}).items()}
+            for section in _SECTIONS.values()
+        }
+        top = {k: v for k, v in data.items() if k not in encoded}
+        return _Parsed(signature, top, encoded)
+
+    def update(self, subdir_dir: Path, filename: str, record: dict | None) -> None:
+        """Set `filename` to `record` (None: remove it) and write repodata.json and .zst."""
+        parsed = self._load(subdir_dir)
+        parsed.set(filename, record)
+        try:
+            write_bytes(subdir_dir, parsed.render())
+        except BaseException:
+            self._parsed.pop(subdir_dir, None)
+            raise
+        parsed.signature = _signature(subdir_dir / REPODATA)
+        self._parsed[subdir_dir] = parsed
+
+
+def decode_compressed(data: bytes) -> dict:
+    """Parse a repodata.json.zst (tests, and callers checking what clients get)."""
+    with zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)) as reader:
+        return json.loads(reader.read())

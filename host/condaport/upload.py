@@ -1,0 +1,504 @@
+"""condaport-upload: publish packages over HTTPS, with the requests CI tools already send.
+
+NGINX, in front, turns these into requests on this service's unix socket:
+
+    PUT    /<channel>/<subdir>/<file>          rattler-build/pixi `upload artifactory`, curl -T
+    DELETE /<channel>/<subdir>/<file>          remove a package (overwrite right)
+    POST   /api/channels/<channel>/upload/<file>?force=&sha256=   rattler-build `upload quetz`
+
+NGINX has authenticated the client (password or upload token) and passes only who it is,
+in X-Condaport-Uploader (`user:<name>` / `token:<name>`), never the secret; a header of
+that name sent by the client never gets through. This service authorizes against the
+settings file (condaport.rights), streams the body into staging with a size cap, and
+hands it to condaport.intake, which validates, places and indexes it under the channel
+lock. It answers only when a client can install the package:
+
+    201 added   200 identical file already there (or replaced, with force and the right)
+    400 the file's subdir is not the URL's, or a bad request   401 no identity
+    403 no upload right here   404 unknown channel or file   409 same name, other bytes
+    411 no length   413 too large   422 not a valid package (the reason says why)
+    503 the channel stayed locked (Retry-After)
+
+Every answer is a small JSON object. Logs name the identity, never a secret.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from condaport.browse import write_channel_page
+from condaport.config import CHANNEL_NAME, DEFAULT_PATH, ConfigError, HostConfig, config_path
+from condaport.config import load as load_config
+from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
+from condaport.locking import LockTimeout
+from condaport.packages import Rejected, split_name
+from condaport.repodata import SubdirIndex
+from condaport.rights import DEFAULT_PATH as DEFAULT_SETTINGS
+from condaport.rights import IDENTITY, SettingsError, SettingsFile
+
+LOG = logging.getLogger("condaport-upload")
+SYSTEMD_FIRST_FD = 3
+IDENTITY_HEADER = "X-Condaport-Uploader"
+STAGING_FOLDER = ".uploads"
+CHUNK = 1 << 20
+# A refused request's body is read and dropped up to this much, so NGINX can deliver the
+# answer; past it the connection is simply closed.
+DRAIN_LIMIT = 64 << 20
+SUBDIR_SHAPE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)?$")
+TRUE_WORDS = {"1", "true", "yes", "on"}
+
+
+class Answer(Exception):
+    """An HTTP answer decided before the end of the handler (status and a message)."""
+
+    def __init__(self, status: int, message: str, **extra: object) -> None:
+        super().__init__(message)
+        self.status = status
+        self.extra = extra
+
+
+@dataclass(frozen=True)
+class Target:
+    api: str  # artifactory or quetz
+    channel: str
+    subdir: str | None  # from the URL (artifactory only)
+    filename: str
+    force: bool
+    sha256: str | None  # quetz sends the sha256 it expects
+
+
+def parse_target(path: str) -> Target:
+    """The request line's target, as NGINX forwards it: /<api><the client's request URI>."""
+    parts = urlsplit(path)
+    query = parse_qs(parts.query)
+    force = query.get("force", [""])[-1].lower() in TRUE_WORDS
+    api, _, rest = parts.path.lstrip("/").partition("/")
+    segments = [unquote(s) for s in rest.split("/")]
+    if api == "artifactory" and len(segments) == 3:
+        channel, subdir, filename = segments
+        if not SUBDIR_SHAPE.match(subdir):
+            raise Answer(400, f"{subdir!r} is not a subdir name")
+        return Target(api, channel, subdir, filename, force, None)
+    if api == "quetz" and len(segments) == 5 and segments[:2] == ["api", "channels"]:
+        if segments[3] == "upload":
+            sha256 = query.get("sha256", [""])[-1].lower() or None
+            return Target(api, segments[2], None, segments[4], force, sha256)
+    raise Answer(
+        404,
+        "not an upload URL: PUT /<channel>/<subdir>/<file> or "
+        "POST /api/channels/<channel>/upload/<file>",
+    )
+
+
+class PageRefresher(threading.Thread):
+    """Rewrites the browse pages of channels that changed, at most every `interval` seconds
+    and off the request path: the page is for people, the repodata for installs."""
+
+    def __init__(self, service: UploadService, interval: float = 2.0) -> None:
+        super().__init__(daemon=True, name="browse-pages")
+        self.service, self.interval = service, interval
+        self._dirty: set[str] = set()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+
+    def request(self, channel: str) -> None:
+        with self._lock:
+            self._dirty.add(channel)
+        self._wake.set()
+
+    def run(self) -> None:
+        while True:
+            self._wake.wait()
+            time.sleep(self.interval)
+            with self._lock:
+                todo, self._dirty = self._dirty, set()
+                self._wake.clear()
+            for channel in sorted(todo):
+                self._refresh(channel)
+
+    def _refresh(self, channel: str) -> None:
+        """Without the channel lock: the page is rendered from repodata files that are
+        only ever replaced whole, and written by rename; a change landing meanwhile asks
+        for another refresh. Uploads never wait for a page."""
+        host = self.service.host()
+        try:
+            write_channel_page(host.channels_root / channel, channel)
+        except OSError as exc:
+            LOG.warning("browse page of %s not rewritten: %s", channel, exc)
+
+
+class UploadService:
+    """What every request needs: host configuration, settings, locks, limits."""
+
+    def __init__(self, config: Path | None, settings: Path, workers: int) -> None:
+        self._config_path = config_path(config)
+        self._host: HostConfig = load_config(self._config_path)
+        self._host_signature = self._signature(self._config_path)
+        self.settings = SettingsFile(settings)
+        self.guard = ChannelGuard()
+        self.editor = SubdirIndex()
+        # Validation unpacks whole packages: at most this many at once.
+        self.validating = threading.BoundedSemaphore(workers)
+        self.pages = PageRefresher(self)
+
+    @staticmethod
+    def _signature(path: Path) -> tuple[int, int, int] | None:
+        try:
+            info = path.stat()
+        except OSError:
+            return None
+        return (info.st_ino, info.st_size, info.st_mtime_ns)
+
+    def host(self) -> HostConfig:
+        """The host configuration, re-read when a converge changed it (channels, subdirs)."""
+        signature = self._signature(self._config_path)
+        if signature != self._host_signature:
+            try:
+                self._host = load_config(self._config_path)
+                self._host_signature = signature
+            except ConfigError as exc:
+                LOG.error("keeping the previous host configuration: %s", exc)
+        return self._host
+
+    def staging_root(self) -> Path:
+        host = self.host()
+        root = host.staging_root or host.channels_root.parent / "staging"
+        return root / STAGING_FOLDER
+
+    def sweep_staging(self) -> None:
+        """At start no upload is under way: whatever a killed process left is garbage."""
+        root = self.staging_root()
+        if not root.is_dir():
+            return
+        for leftover in root.iterdir():
+            shutil.rmtree(leftover, ignore_errors=True)
+            LOG.info("removed abandoned staging folder %s", leftover.name)
+
+
+class UploadServer(ThreadingHTTPServer):
+    daemon_threads = True
+    address_family = socket.AF_UNIX
+
+    def __init__(self, listener: socket.socket, service: UploadService) -> None:
+        super().__init__("", UploadHandler, bind_and_activate=False)
+        self.socket.close()
+        self.socket = listener
+        self.service = service
+
+
+class BodyReader:
+    """The request body, plain (Content-Length) or chunked (rattler's uploads are)."""
+
+    def __init__(self, handler: BaseHTTPRequestHandler) -> None:
+        self.stream = handler.rfile
+        encoding = (handler.headers.get("Transfer-Encoding") or "").lower()
+        self.chunked = "chunked" in encoding
+        length = handler.headers.get("Content-Length")
+        self.length: int | None = None
+        if not self.chunked:
+            if length is None or not length.strip().isdigit():
+                raise Answer(411, "the upload needs a Content-Length or a chunked body")
+            self.length = int(length)
+        self._pieces: Iterator[bytes] | None = None
+
+    def chunks(self) -> Iterator[bytes]:
+        """The body's pieces; one iterator per request, so a drain picks up where the
+        upload stopped reading."""
+        if self._pieces is None:
+            self._pieces = self._chunked() if self.chunked else self._sized()
+        return self._pieces
+
+    def _sized(self) -> Iterator[bytes]:
+        left = self.length or 0
+        while left > 0:
+            data = self.stream.read(min(CHUNK, left))
+            if not data:
+                raise Answer(400, "the body ended before its Content-Length")
+            left -= len(data)
+            yield data
+
+    def _chunked(self) -> Iterator[bytes]:
+        while True:
+            line = self.stream.readline(1024)
+            try:
+                size = int(line.split(b";", 1)[0].strip(), 16)
+            except ValueError:
+                raise Answer(400, "malformed chunked body") from None
+            if size == 0:
+                while self.stream.readline(1024).strip():  # trailers
+                    pass
+                return
+            while size > 0:
+                data = self.stream.read(min(CHUNK, size))
+                if not data:
+                    raise Answer(400, "the body ended inside a chunk")
+                size -= len(data)
+                yield data
+            self.stream.readline(8)  # the chunk's CRLF
+
+    def drain(self, limit: int = DRAIN_LIMIT) -> bool:
+        """Read and drop the rest of the body; False when it was longer than `limit`."""
+        if self.length is not None and self.length > limit:
+            return False
+        total = 0
+        try:
+            for data in self.chunks():
+                total += len(data)
+                if total > limit:
+                    return False
+        except (Answer, OSError):
+            return False
+        return True
+
+
+class UploadHandler(BaseHTTPRequestHandler):
+    server: UploadServer
+    protocol_version = "HTTP/1.1"
+    # Seconds a read or write on the connection may stall (NGINX streams the body).
+    timeout = 300
+
+    def do_PUT(self) -> None:  # noqa: N802 - http.server's naming
+        self._dispatch()
+
+    def do_POST(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_DELETE(self) -> None:  # noqa: N802
+        self._dispatch()
+
+    def do_GET(self) -> None:  # noqa: N802
+        self._send(
+            405, {"error": "uploads are PUT, POST or DELETE"}, {"Allow": "PUT, POST, DELETE"}
+        )
+
+    def _dispatch(self) -> None:
+        started = time.monotonic()
+        self.identity = self.headers.get(IDENTITY_HEADER, "")
+        self.body: BodyReader | None = None
+        self.body_consumed = False
+        self.described = self.path.split("?", 1)[0]
+        try:
+            status, answer = self._handle()
+        except Answer as refusal:
+            status, answer = refusal.status, {"error": str(refusal), **refusal.extra}
+        except Exception:  # a bug must not take the service down, nor leak a stack to clients
+            LOG.exception("upload %s failed", self.described)
+            status, answer = 500, {"error": "internal error; see the service's log"}
+        if status >= 400 and self.body is not None and not self.body_consumed:
+            if not self.body.drain():
+                self.close_connection = True
+        headers = {"Retry-After": "5"} if status == 503 else {}
+        if status == 401:
+            headers["WWW-Authenticate"] = 'Basic realm="condaport upload"'
+        answer.setdefault("status", status)
+        self._send(status, answer, headers)
+        LOG.info(
+            "%s %s %s by %s: %d %s (%.3f s)",
+            self.command,
+            answer.get("channel", "-"),
+            answer.get("file", self.described),
+            self.identity or "nobody",
+            status,
+            answer.get("result", answer.get("error", "")),
+            time.monotonic() - started,
+        )
+
+    def _handle(self) -> tuple[int, dict]:
+        service = self.server.service
+        if not IDENTITY.match(self.identity):
+            raise Answer(401, "no authenticated uploader (NGINX passes who it is)")
+        if self.command != "DELETE":
+            self.body = BodyReader(self)
+        target = parse_target(self.path)
+        if (self.command == "POST") != (target.api == "quetz"):
+            raise Answer(405, f"{self.command} is not how this API uploads")
+        host = service.host()
+        channel = host.channel(target.channel) if CHANNEL_NAME.match(target.channel) else None
+        if channel is None or not (host.channels_root / target.channel).is_dir():
+            raise Answer(404, f"no channel {target.channel!r} on this host")
+        settings = service.settings.current()
+        grant = settings.grant(self.identity, channel.name)
+        if grant is None:
+            raise Answer(403, f"{self.identity} may not upload to channel {channel.name!r}")
+        try:
+            split_name(target.filename)
+        except Rejected as exc:
+            raise Answer(422, str(exc), file=target.filename) from None
+        described = {"channel": channel.name, "file": target.filename}
+        if self.command == "DELETE":
+            if not grant.overwrite:
+                raise Answer(403, f"{self.identity} may not delete in channel {channel.name!r}")
+            try:
+                result = remove(
+                    host,
+                    channel,
+                    target.subdir or "",
+                    target.filename,
+                    guard=service.guard,
+                    lock_timeout=settings.lock_timeout,
+                    editor=service.editor,
+                )
+            except Missing as exc:
+                raise Answer(404, str(exc), **described) from None
+            except LockTimeout as exc:
+                raise Answer(503, str(exc), **described) from None
+            return 200, self._described(channel.name, result)
+        assert self.body is not None
+        if self.body.length is not None and self.body.length > settings.max_size:
+            raise Answer(413, f"larger than the limit of {settings.max_size} bytes", **described)
+        staged_dir = service.staging_root() / secrets.token_hex(8)
+        staged_dir.mkdir(parents=True, mode=0o700)
+        try:
+            staged = staged_dir / target.filename
+            md5, sha256 = self._receive(staged, settings.max_size)
+            if target.sha256 and target.sha256 != sha256:
+                raise Answer(400, "the body's sha256 is not the one the request named", **described)
+            try:
+                result = accept(
+                    host,
+                    channel,
+                    staged,
+                    md5=md5,
+                    url_subdir=target.subdir,
+                    overwrite=target.force and grant.overwrite,
+                    guard=service.guard,
+                    lock_timeout=settings.lock_timeout,
+                    editor=service.editor,
+                    validating=service.validating,
+                )
+            except Rejected as exc:
+                raise Answer(422, str(exc), **described) from None
+            except WrongSubdir as exc:
+                raise Answer(400, str(exc), **described) from None
+            except Conflict as exc:
+                hint = "" if grant.overwrite else " (and this uploader may not overwrite)"
+                raise Answer(409, f"{exc}{hint}", **described) from None
+            except LockTimeout as exc:
+                raise Answer(503, str(exc), **described) from None
+        finally:
+            shutil.rmtree(staged_dir, ignore_errors=True)
+        if result.status != "unchanged":
+            service.pages.request(channel.name)
+        return (201 if result.status == "added" else 200), self._described(channel.name, result)
+
+    @staticmethod
+    def _described(channel: str, result: Result) -> dict:
+        answer = {
+            "result": result.status,
+            "channel": channel,
+            "subdir": result.subdir,
+            "file": result.filename,
+        }
+        if result.sha256:
+            answer.update(sha256=result.sha256, size=result.size)
+        if result.indexed:
+            answer["indexed"] = result.indexed
+        return answer
+
+    def _receive(self, staged: Path, max_size: int) -> tuple[str, str]:
+        """Stream the body to `staged`, never more than `max_size` bytes; (md5, sha256)."""
+        assert self.body is not None
+        md5, sha256, total = hashlib.md5(usedforsecurity=False), hashlib.sha256(), 0
+        with staged.open("xb") as handle:
+            for data in self.body.chunks():
+                total += len(data)
+                if total > max_size:
+                    raise Answer(413, f"larger than the limit of {max_size} bytes")
+                md5.update(data)
+                sha256.update(data)
+                handle.write(data)
+        self.body_consumed = True
+        return md5.hexdigest(), sha256.hexdigest()
+
+    def _send(self, status: int, answer: dict, headers: dict[str, str]) -> None:
+        content = (json.dumps(answer) + "\n").encode()
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(content)))
+        if self.close_connection:
+            self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(content)
+
+    def log_message(self, format: str, *args: object) -> None:  # noqa: A002
+        """Request lines are logged by _dispatch, with the outcome."""
+
+    def address_string(self) -> str:
+        return "nginx"
+
+
+def listener_from_args(args: argparse.Namespace) -> socket.socket:
+    if args.systemd_socket:
+        if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
+            raise SystemExit("--systemd-socket: not started by a systemd socket with one listener")
+        return socket.socket(fileno=SYSTEMD_FIRST_FD)
+    path = Path(args.socket)
+    path.unlink(missing_ok=True)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    path.chmod(0o660)
+    listener.listen(128)
+    return listener
+
+
+def build_server(
+    listener: socket.socket, config: Path | None, settings: Path, workers: int
+) -> UploadServer:
+    service = UploadService(config, settings, workers)
+    service.sweep_staging()
+    service.pages.start()
+    return UploadServer(listener, service)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="condaport-upload", description=__doc__)
+    parser.add_argument("--config", type=Path, help=f"host configuration (default {DEFAULT_PATH})")
+    parser.add_argument(
+        "--settings", type=Path, default=DEFAULT_SETTINGS, help="upload rights and limits"
+    )
+    where = parser.add_mutually_exclusive_group(required=True)
+    where.add_argument("--systemd-socket", action="store_true", help="listen on fd 3 from systemd")
+    where.add_argument("--socket", help="bind this unix socket path (tests)")
+    parser.add_argument(
+        "--workers", type=int, default=os.cpu_count() or 2, help="packages validated at once"
+    )
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
+    try:
+        server = build_server(listener_from_args(args), args.config, args.settings, args.workers)
+    except (ConfigError, SettingsError) as exc:
+        parser.error(str(exc))
+    LOG.info("accepting uploads with %d validation workers", args.workers)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+def run_cli() -> None:
+    from condaport.cli import exit_now
+
+    exit_now(main())
+
+
+if __name__ == "__main__":
+    run_cli()

@@ -1,0 +1,412 @@
+"""The upload service on a unix socket, as NGINX talks to it: answers, files and repodata."""
+
+from __future__ import annotations
+
+import asyncio
+import http.client
+import json
+import shutil
+import socket
+import threading
+import zipfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from condaport import index, repodata
+from condaport.locking import channel_lock
+from condaport.upload import build_server
+from tests.support.pkgbuild import build_conda, build_tar_bz2
+
+
+class UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: Path) -> None:
+        super().__init__("localhost", timeout=60)
+        self.socket_path = str(path)
+
+    def connect(self) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.connect(self.socket_path)
+
+
+@dataclass
+class Host:
+    root: Path
+    socket: Path
+    settings: Path
+
+    @property
+    def channel(self) -> Path:
+        return self.root / "channels" / "main"
+
+    def request(
+        self,
+        method: str,
+        target: str,
+        body: bytes | None = None,
+        *,
+        identity: str | None = "token:ci",
+        chunked: bool = False,
+        headers: dict[str, str] | None = None,
+    ) -> tuple[int, dict, dict]:
+        conn = UnixConnection(self.socket)
+        sent = dict(headers or {})
+        if identity:
+            sent["X-Condaport-Uploader"] = identity
+        if chunked:
+            conn.putrequest(method, target)
+            for name, value in {**sent, "Transfer-Encoding": "chunked"}.items():
+                conn.putheader(name, value)
+            conn.endheaders()
+            data = body or b""
+            for start in range(0, len(data), 700):
+                piece = data[start : start + 700]
+                conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
+            conn.send(b"0\r\n\r\n")
+        else:
+            conn.request(method, target, body=body, headers=sent)
+        response = conn.getresponse()
+        answer = json.loads(response.read())
+        conn.close()
+        return response.status, answer, dict(response.headers)
+
+    def put(self, path: Path, subdir: str = "noarch", **kwargs: object) -> tuple[int, dict, dict]:
+        return self.request(
+            "PUT", f"/artifactory/main/{subdir}/{path.name}", path.read_bytes(), **kwargs
+        )
+
+    def listed(self, subdir: str = "noarch") -> dict[str, dict]:
+        data = json.loads((self.channel / subdir / "repodata.json").read_text())
+        return {**data["packages"], **data["packages.conda"]}
+
+
+@pytest.fixture
+def host(tmp_path: Path) -> Iterator[Host]:
+    root = tmp_path / "srv"
+    for subdir in ("noarch", "linux-64"):
+        (root / "channels" / "main" / subdir).mkdir(parents=True)
+    (root / "channels" / "other" / "noarch").mkdir(parents=True)
+    (root / "staging").mkdir()
+    config = tmp_path / "condaport.json"
+    config.write_text(
+        json.dumps(
+            {
+                "channels_root": str(root / "channels"),
+                "staging_root": str(root / "staging"),
+                "state_dir": str(root / "state"),
+                "channels": [
+                    {"name": "main", "subdirs": ["noarch", "linux-64"]},
+                    {"name": "other", "subdirs": ["noarch"]},
+                ],
+            }
+        )
+    )
+    settings = tmp_path / "upload.json"
+    settings.write_text(
+        json.dumps(
+            {
+                "max_size": 200_000,
+                "lock_timeout": 1,
+                "channels": {
+                    "main": {
+                        "user:alice": {"overwrite": False},
+                        "token:ci": {"overwrite": True},
+                    },
+                    "other": {"user:bob": {"overwrite": False}},
+                },
+            }
+        )
+    )
+    index.run(root / "channels", root / "state", None)
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    path = tmp_path / "upload.sock"
+    listener.bind(str(path))
+    listener.listen(16)
+    server = build_server(listener, config, settings, workers=2)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield Host(root, path, settings)
+    server.shutdown()
+    server.server_close()
+
+
+def test_an_upload_is_placed_and_listed_by_an_incremental_index(host: Host, tmp_path: Path) -> None:
+    package = build_conda(tmp_path / "dist", "alpha")
+    status, answer, _ = host.put(package)
+    assert status == 201, answer
+    assert answer["result"] == "added" and answer["indexed"] == "incremental"
+    placed = host.channel / "noarch" / package.name
+    assert placed.read_bytes() == package.read_bytes()
+    assert placed.stat().st_mode & 0o777 == 0o644
+    assert package.name in host.listed()
+    compressed = (host.channel / "noarch" / "repodata.json.zst").read_bytes()
+    assert repodata.decode_compressed(compressed)["packages.conda"][package.name]["sha256"]
+    # The fingerprint was recorded: the next index run has nothing to do.
+    assert index.stale_subdirs(host.root / "channels", host.root / "state", "main") == []
+    assert not list((host.root / "staging" / ".uploads").iterdir())
+
+
+def _with_run_exports(package: Path, dest: Path) -> Path:
+    """A copy of a .conda whose info archive also holds info/run_exports.json."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / package.name
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(target, "w") as out:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.startswith("info-"):
+                raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+                buffer = io.BytesIO()
+                with (
+                    tarfile.open(fileobj=io.BytesIO(raw)) as inner,
+                    tarfile.open(fileobj=buffer, mode="w") as rebuilt,
+                ):
+                    for member in inner.getmembers():
+                        rebuilt.addfile(member, inner.extractfile(member))
+                    exports = json.dumps({"weak": ["rx >=1.0"], "strong": []}).encode()
+                    info = tarfile.TarInfo("info/run_exports.json")
+                    info.size = len(exports)
+                    rebuilt.addfile(info, io.BytesIO(exports))
+                data = zstandard.ZstdCompressor().compress(buffer.getvalue())
+            out.writestr(item, data)
+    return target
+
+
+def test_incremental_records_are_the_records_rattlers_index_writes(
+    host: Host, tmp_path: Path
+) -> None:
+    from rattler import Subdir
+    from rattler.index import index_fs
+
+    packages = [
+        build_conda(tmp_path / "a", "plain-conda"),
+        _with_run_exports(build_conda(tmp_path / "b", "rx"), tmp_path / "rx"),
+        build_tar_bz2(tmp_path / "c", "old-format"),
+        build_tar_bz2(tmp_path / "c", "native", subdir="linux-64"),
+    ]
+    for package in packages:
+        subdir = "linux-64" if package.name.startswith("native") else "noarch"
+        status, answer, _ = host.put(package, subdir)
+        assert (status, answer["indexed"]) == (201, "incremental"), answer
+    copy = tmp_path / "copy"
+    shutil.copytree(host.channel, copy)
+    for subdir in ("noarch", "linux-64"):
+        asyncio.run(index_fs(copy, target_platform=Subdir(subdir), write_zst=True, force=True))
+        ours = json.loads((host.channel / subdir / "repodata.json").read_text())
+        theirs = json.loads((copy / subdir / "repodata.json").read_text())
+        for data in (ours, theirs):
+            for section in ("packages", "packages.conda"):
+                for record in data[section].values():
+                    assert isinstance(record.pop("indexed_timestamp"), int)
+        assert ours == theirs
+    assert "run_exports" in ours["packages.conda"] or True  # linux-64 has none
+    noarch = json.loads((host.channel / "noarch" / "repodata.json").read_text())
+    assert noarch["packages.conda"]["rx-1.0-0.conda"]["run_exports"] == {"weak": ["rx >=1.0"]}
+
+
+def test_same_file_again_is_200_other_bytes_409_and_force_replaces(
+    host: Host, tmp_path: Path
+) -> None:
+    first = build_conda(tmp_path / "one", "tool")
+    assert host.put(first)[0] == 201
+    status, answer, _ = host.put(first)
+    assert (status, answer["result"]) == (200, "unchanged")
+    rebuilt = build_conda(tmp_path / "two", "tool", salt=" rebuilt")
+    status, answer, _ = host.put(rebuilt, identity="user:alice")
+    assert status == 409 and "different content" in answer["error"]
+    assert (host.channel / "noarch" / first.name).read_bytes() == first.read_bytes()
+    # alice lacks the overwrite right: force changes nothing for her.
+    target = f"/artifactory/main/noarch/{rebuilt.name}?force=true"
+    status, _, _ = host.request("PUT", target, rebuilt.read_bytes(), identity="user:alice")
+    assert status == 409
+    status, answer, _ = host.request("PUT", target, rebuilt.read_bytes(), identity="token:ci")
+    assert (status, answer["result"]) == (200, "replaced")
+    assert (host.channel / "noarch" / first.name).read_bytes() == rebuilt.read_bytes()
+    assert host.listed()[first.name]["sha256"] == answer["sha256"]
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "reason"),
+    [
+        ("empty-1.0-0.conda", b"", "zero bytes"),
+        ("junk-1.0-0.tar.bz2", b"\x00garbage" * 100, "truncated or garbage"),
+        (".hidden-1.0-0.conda", b"x", "leading dot"),
+        ("build.log", b"log", "not a conda package"),
+    ],
+)
+def test_bad_files_are_422_with_the_reason_and_nothing_changes(
+    host: Host, name: str, content: bytes, reason: str
+) -> None:
+    before = (host.channel / "noarch" / "repodata.json").read_bytes()
+    status, answer, _ = host.request("PUT", f"/artifactory/main/noarch/{name}", content)
+    assert status == 422 and reason in answer["error"], answer
+    assert (host.channel / "noarch" / "repodata.json").read_bytes() == before
+    assert sorted(p.name for p in (host.channel / "noarch").iterdir()) == [
+        "repodata.json",
+        "repodata.json.zst",
+    ]
+
+
+def test_a_renamed_package_is_422(host: Host, tmp_path: Path) -> None:
+    package = build_conda(tmp_path, "original")
+    status, answer, _ = host.request(
+        "PUT", "/artifactory/main/noarch/impostor-1.0-0.conda", package.read_bytes()
+    )
+    assert status == 422 and "renamed package" in answer["error"]
+
+
+def test_a_package_sent_to_another_subdir_is_400(host: Host, tmp_path: Path) -> None:
+    package = build_tar_bz2(tmp_path, "native", subdir="linux-64")
+    status, answer, _ = host.put(package, "noarch")
+    assert status == 400 and "linux-64" in answer["error"]
+    assert not (host.channel / "linux-64" / package.name).exists()
+
+
+def test_who_may_upload_where(host: Host, tmp_path: Path) -> None:
+    package = build_conda(tmp_path, "rights")
+    assert host.put(package, identity=None)[0] == 401
+    assert host.put(package, identity="user:nobody")[0] == 403
+    assert host.put(package, identity="user:bob")[0] == 403  # bob uploads to other only
+    status, answer, _ = host.request(
+        "PUT", f"/artifactory/nope/noarch/{package.name}", package.read_bytes()
+    )
+    assert status == 404 and "nope" in answer["error"]
+    assert host.put(package, identity="user:alice")[0] == 201
+
+
+def test_size_limit_is_413_up_front_and_while_streaming(host: Host, tmp_path: Path) -> None:
+    big = tmp_path / "big-1.0-0.tar.bz2"
+    big.write_bytes(b"\0" * 300_000)
+    assert host.put(big)[0] == 413
+    status, answer, _ = host.put(big, chunked=True)
+    assert status == 413 and "limit" in answer["error"]
+    assert not list((host.root / "staging" / ".uploads").iterdir())
+
+
+def test_a_chunked_upload_works(host: Host, tmp_path: Path) -> None:
+    package = build_conda(tmp_path, "chunky")
+    status, answer, _ = host.put(package, chunked=True)
+    assert status == 201, answer
+
+
+def test_a_locked_channel_answers_503_with_retry_after(host: Host, tmp_path: Path) -> None:
+    package = build_conda(tmp_path, "waiting")
+    with channel_lock(host.root / "state", "main"):
+        status, answer, headers = host.put(package)
+    assert status == 503 and headers["Retry-After"]
+    assert package.name not in host.listed()
+    assert host.put(package)[0] == 201
+
+
+def test_delete_needs_the_overwrite_right_and_reindexes(host: Host, tmp_path: Path) -> None:
+    package = build_conda(tmp_path, "doomed")
+    assert host.put(package)[0] == 201
+    target = f"/artifactory/main/noarch/{package.name}"
+    assert host.request("DELETE", target, identity="user:alice")[0] == 403
+    status, answer, _ = host.request("DELETE", target)
+    assert (status, answer["result"]) == (200, "deleted")
+    assert package.name not in host.listed()
+    assert not (host.channel / "noarch" / package.name).exists()
+    assert host.request("DELETE", target)[0] == 404
+
+
+def test_quetz_upload_checks_the_sha256_it_names(host: Host, tmp_path: Path) -> None:
+    import hashlib
+
+    package = build_conda(tmp_path, "quetzal")
+    data = package.read_bytes()
+    target = f"/quetz/api/channels/main/upload/{package.name}?force=false&sha256="
+    assert host.request("POST", target + "0" * 64, data, chunked=True)[0] == 400
+    status, answer, _ = host.request(
+        "POST", target + hashlib.sha256(data).hexdigest(), data, chunked=True
+    )
+    assert status == 201, answer
+    assert package.name in host.listed()
+
+
+def test_a_stale_subdir_is_indexed_fully(host: Host, tmp_path: Path) -> None:
+    by_hand = build_tar_bz2(tmp_path / "hand", "copied-by-hand")
+    shutil.copy(by_hand, host.channel / "noarch")
+    package = build_conda(tmp_path, "uploaded")
+    status, answer, _ = host.put(package)
+    assert (status, answer["indexed"]) == (201, "full")
+    assert {by_hand.name, package.name} <= set(host.listed())
+    assert index.stale_subdirs(host.root / "channels", host.root / "state", "main") == []
+
+
+def test_unreadable_repodata_falls_back_to_a_full_index(host: Host, tmp_path: Path) -> None:
+    (host.channel / "noarch" / "repodata.json").write_text("{not json")
+    package = build_conda(tmp_path, "healer")
+    status, answer, _ = host.put(package)
+    assert (status, answer["indexed"]) == (201, "full")
+    assert package.name in host.listed()
+
+
+def test_the_upload_fingerprint_is_the_indexers(host: Host, tmp_path: Path) -> None:
+    from condaport import intake
+
+    for n in range(3):
+        shutil.copy(build_tar_bz2(tmp_path, f"fp{n}"), host.channel / "noarch")
+    (host.channel / "noarch" / ".hidden.partial").write_text("x")
+    subdir = host.channel / "noarch"
+    assert intake.digest(intake.scan(subdir)) == index.fingerprint(subdir)
+
+
+def test_in_place_edits_write_the_json_a_full_encode_would(host: Host, tmp_path: Path) -> None:
+    editor = repodata.SubdirIndex()
+    subdir = host.channel / "noarch"
+    package = build_conda(tmp_path, "edited")
+    shutil.copy(package, subdir)
+    record = repodata.package_record(package, sha256="ab" * 32, md5="cd" * 16, size=1)
+    editor.update(subdir, package.name, record)
+    editor.update(subdir, "other-1.0-0.tar.bz2", {"name": "other", "depends": ["ü"]})
+    written = (subdir / "repodata.json").read_bytes()
+    parsed = json.loads(written)
+    assert written == repodata.encode(parsed)
+    assert parsed["packages.conda"][package.name] == record
+    assert repodata.decode_compressed((subdir / "repodata.json.zst").read_bytes()) == parsed
+    # Another writer replaced the file: the editor reads it again instead of its memory.
+    index.run(host.root / "channels", host.root / "state", None, force=True)
+    editor.update(subdir, "third-1.0-0.tar.bz2", {"name": "third"})
+    names = set(json.loads((subdir / "repodata.json").read_text())["packages"])
+    assert names == {"third-1.0-0.tar.bz2"}
+
+
+def test_the_browse_page_follows_shortly_after(host: Host, tmp_path: Path) -> None:
+    import time
+
+    package = build_conda(tmp_path, "browsable")
+    assert host.put(package)[0] == 201
+    page = host.channel / "index.html"
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if page.exists() and "browsable" in page.read_text():
+            break
+        time.sleep(0.2)
+    assert "browsable" in page.read_text()
+    assert page.stat().st_mode & 0o777 == 0o644
+
+
+def test_parallel_uploads_to_one_channel_all_land(host: Host, tmp_path: Path) -> None:
+    packages = [
+        build_tar_bz2(tmp_path / f"t{t}", f"par{t}-{n}") for t in range(4) for n in range(5)
+    ]
+    statuses: list[int] = []
+
+    def upload(batch: list[Path]) -> None:
+        statuses.extend(host.put(package)[0] for package in batch)
+
+    threads = [threading.Thread(target=upload, args=(packages[t::4],)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert statuses == [201] * len(packages)
+    assert {p.name for p in packages} <= set(host.listed())
+    assert index.stale_subdirs(host.root / "channels", host.root / "state", "main") == []
