@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # `make demo`: a channel host in a local podman container, converged by site.yml, the
-# sample package built, published and installed over HTTPS with a password by py-rattler.
+# sample package built, published and installed over HTTPS with a password by py-rattler;
+# then a second release of it uploaded over HTTPS with an upload token, as CI does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=molecule/resources/podman-env.sh
@@ -12,8 +13,11 @@ http_port=8080
 channel_url="https://localhost:${https_port}/main"
 artifacts="$(pwd)/artifacts"
 dist="${artifacts}/demo/dist"
+upload_dist="${artifacts}/demo/upload"
 ca="${artifacts}/ca/${container}.crt"
 export CONDAPORT_DEMO_PASSWORD="${CONDAPORT_DEMO_PASSWORD:-demo-only-password}"
+# inventories/demo reads both from here, so the demo and its inventory agree.
+export CONDAPORT_DEMO_UPLOAD_TOKEN="${CONDAPORT_DEMO_UPLOAD_TOKEN:-demo-only-upload-token-0123456789}"
 
 step() { printf '\n==> %s\n' "$*"; }
 
@@ -53,6 +57,32 @@ RATTLER_AUTH_FILE="${auth_file}" SSL_CERT_FILE="${ca}" \
   python tests/support/client.py install --channel "${channel_url}" --prefix "${prefix}" hello-condaport
 echo "installed file: $(cat "${prefix}/share/hello-condaport/hello.txt")"
 
+step "Publish hello-condaport 1.1.0 over HTTPS with an upload token (as templates/ do in CI)"
+if ! compgen -G "${upload_dist}/*.conda" >/dev/null; then
+  python -m tests.support.build_sample "${upload_dist}" 1.1.0 2>/dev/null >/dev/null
+fi
+package="$(compgen -G "${upload_dist}/*.conda" | head -n 1)"
+upload_url="${channel_url}/noarch/$(basename "${package}")"
+# The token goes to curl on stdin (printf is a shell builtin), never as an argument.
+cat <<COMMAND
+  printf 'header = "Authorization: Bearer %s"\\n' "\$CONDAPORT_DEMO_UPLOAD_TOKEN" |
+    curl --config - --cacert ${ca} --upload-file ${package#"$(pwd)/"} \\
+      ${upload_url}
+COMMAND
+answer="$(printf 'header = "Authorization: Bearer %s"\n' "${CONDAPORT_DEMO_UPLOAD_TOKEN}" |
+  curl --silent --show-error --config - --cacert "${ca}" --upload-file "${package}" \
+    --write-out ' (HTTP %{http_code})' "${upload_url}")"
+echo "answer: ${answer}"
+case "${answer}" in
+  *"(HTTP 201)" | *"(HTTP 200)") ;;
+  *) echo "the upload was refused" >&2; exit 1 ;;
+esac
+# A cache of its own: the install above keeps the channel's repodata for its max-age.
+rm -rf "${prefix}" "${artifacts}/demo/rattler-cache"
+RATTLER_AUTH_FILE="${auth_file}" SSL_CERT_FILE="${ca}" RATTLER_CACHE_DIR="${artifacts}/demo/rattler-cache" \
+  env -u REQUESTS_CA_BUNDLE -u CURL_CA_BUNDLE -u SSL_CERT_DIR \
+  python tests/support/client.py install --channel "${channel_url}" --prefix "${prefix}" "hello-condaport==1.1.0"
+
 cat <<USAGE
 
 The channel is up.
@@ -69,6 +99,11 @@ pixi / rattler (credentials in an auth file, CA through SSL_CERT_FILE):
   export RATTLER_AUTH_FILE=${auth_file}
   export SSL_CERT_FILE=${ca}
   pixi add --channel ${channel_url} hello-condaport
+
+CI publishing over HTTPS with the upload token (\$CONDAPORT_DEMO_UPLOAD_TOKEN, channel main):
+  pipelines to copy: templates/ (GitHub Actions, GitLab CI; curl -T or rattler-build upload)
+  ARTIFACTORY_TOKEN=... SSL_CERT_FILE=${ca} \\
+    rattler-build upload artifactory --url https://localhost:${https_port} --channel main pkg.conda
 
 Remove it all with: make clean
 USAGE
