@@ -72,7 +72,7 @@ def package_rows(subdir_dir: Path) -> Rows:
     return rows
 
 
-def _digest(rows: Rows) -> str:
+def rows_digest(rows: Rows) -> str:
     digest = hashlib.sha256()
     for name in sorted(rows):
         digest.update((name + "".join(f"\t{v}" for v in rows[name]) + "\n").encode())
@@ -81,10 +81,10 @@ def _digest(rows: Rows) -> str:
 
 def fingerprint(subdir_dir: Path) -> str:
     """Hash of the package files' names, sizes, mtimes, inodes and ctimes: changes on any write."""
-    return _digest(package_rows(subdir_dir))
+    return rows_digest(package_rows(subdir_dir))
 
 
-def _fingerprint_file(state_dir: Path, channel: str, subdir: str) -> Path:
+def fingerprint_file(state_dir: Path, channel: str, subdir: str) -> Path:
     return state_dir / "fingerprints" / channel / f"{subdir}.sha256"
 
 
@@ -92,7 +92,7 @@ def stale_subdirs(channels_root: Path, state_dir: Path, channel: str) -> list[st
     channel_dir = channels_root / channel
     stale = []
     for subdir in subdir_names(channel_dir):
-        recorded = _fingerprint_file(state_dir, channel, subdir)
+        recorded = fingerprint_file(state_dir, channel, subdir)
         if not (channel_dir / subdir / "repodata.json").exists():
             stale.append(subdir)
         elif not recorded.exists() or recorded.read_text().strip() != fingerprint(
@@ -113,12 +113,12 @@ def _write_atomically(target: Path, text: str) -> None:
     os.replace(partial, target)
 
 
-def _record(state_dir: Path, channel: str, subdir: str, rows: Rows) -> None:
+def record_fingerprint(state_dir: Path, channel: str, subdir: str, rows: Rows) -> None:
     # The rows first: the fingerprint is what marks the subdir as done.
     _write_atomically(
         _rows_file(state_dir, channel, subdir), json.dumps({k: list(v) for k, v in rows.items()})
     )
-    _write_atomically(_fingerprint_file(state_dir, channel, subdir), _digest(rows) + "\n")
+    _write_atomically(fingerprint_file(state_dir, channel, subdir), rows_digest(rows) + "\n")
 
 
 def _recorded_rows(state_dir: Path, channel: str, subdir: str) -> Rows | None:
@@ -250,7 +250,7 @@ def _index_screened(
         quarantined += late
         rows = package_rows(subdir_dir)
         index_subdir(channel_dir, subdir, backend, conda_python, force=True)
-    _record(state_dir, channel, subdir, rows)
+    record_fingerprint(state_dir, channel, subdir, rows)
     return quarantined
 
 
@@ -301,7 +301,7 @@ def forget(state_dir: Path, channel: str) -> bool:
     """Drop a removed channel's fingerprints, so a channel of that name starts afresh."""
     if not CHANNEL_NAME.match(channel):
         raise IndexFailed(f"{channel!r} is not a channel name")
-    directory = _fingerprint_file(state_dir, channel, "x").parent
+    directory = fingerprint_file(state_dir, channel, "x").parent
     if not directory.is_dir():
         return False
     shutil.rmtree(directory)

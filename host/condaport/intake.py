@@ -15,8 +15,6 @@ subdir is indexed fully, as `condaport-index run` would.
 
 from __future__ import annotations
 
-import hashlib
-import os
 import threading
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -25,10 +23,16 @@ from pathlib import Path
 
 from condaport import repodata
 from condaport.config import ChannelConfig, HostConfig
-from condaport.index import _fingerprint_file, index_subdir
-from condaport.index import _record as record_fingerprint
+from condaport.index import (
+    Rows,
+    fingerprint_file,
+    index_subdir,
+    package_rows,
+    record_fingerprint,
+    rows_digest,
+)
 from condaport.locking import LockTimeout, channel_lock
-from condaport.packages import SUFFIXES, PackageInfo, inspect_package, sha256_of
+from condaport.packages import PackageInfo, inspect_package, sha256_of
 from condaport.publish import _existing as existing_file
 from condaport.publish import _move_into_place as move_into_place
 from condaport.publish import sweep_partials
@@ -77,26 +81,6 @@ class ChannelGuard:
             lock.release()
 
 
-Rows = dict[str, tuple[int, int]]  # package file name -> (size, mtime_ns)
-
-
-def scan(subdir_dir: Path) -> Rows:
-    """The package files condaport.index.fingerprint hashes, with what it hashes."""
-    with os.scandir(subdir_dir) as entries:
-        return {
-            e.name: (e.stat().st_size, e.stat().st_mtime_ns)
-            for e in entries
-            if e.is_file() and not e.name.startswith(".") and e.name.endswith(SUFFIXES)
-        }
-
-
-def digest(rows: Rows) -> str:
-    """condaport.index.fingerprint of a subdir holding `rows` (a unit test keeps them equal),
-    so a change this module makes is recorded without scanning the subdir again."""
-    lines = "".join(f"{name}\t{rows[name][0]}\t{rows[name][1]}\n" for name in sorted(rows))
-    return hashlib.sha256(lines.encode()).hexdigest()
-
-
 @dataclass
 class SubdirState:
     """A subdir as found under the lock: its files, and whether its index matches them."""
@@ -107,11 +91,11 @@ class SubdirState:
     @classmethod
     def read(cls, host: HostConfig, channel: str, subdir: str) -> SubdirState:
         subdir_dir = host.channels_root / channel / subdir
-        rows = scan(subdir_dir)
-        recorded = _fingerprint_file(host.state_dir, channel, subdir)
+        rows = package_rows(subdir_dir)
+        recorded = fingerprint_file(host.state_dir, channel, subdir)
         try:
             fresh = (subdir_dir / repodata.REPODATA).is_file() and (
-                recorded.read_text().strip() == digest(rows)
+                recorded.read_text().strip() == rows_digest(rows)
             )
         except OSError:
             fresh = False
@@ -138,16 +122,16 @@ def _bring_index_up_to_date(
             rows.pop(filename, None)
         else:
             placed = (subdir_dir / filename).stat()
-            rows[filename] = (placed.st_size, placed.st_mtime_ns)
+            rows[filename] = (placed.st_size, placed.st_mtime_ns, placed.st_ino, placed.st_ctime_ns)
         try:
             editor.update(subdir_dir, filename, record)
         except repodata.RepodataUnusable:
             pass
         else:
-            record_fingerprint(host.state_dir, channel, subdir, digest(rows))
+            record_fingerprint(host.state_dir, channel, subdir, rows)
             return "incremental"
     # As condaport-index run does: the fingerprint taken before indexing is recorded after.
-    before = digest(scan(subdir_dir))
+    before = package_rows(subdir_dir)
     index_subdir(channel_dir, subdir, host.index_backend, host.conda_python)
     record_fingerprint(host.state_dir, channel, subdir, before)
     return "full"

@@ -139,7 +139,7 @@ def test_a_bad_file_the_screening_missed_is_found_when_the_index_fails(channel) 
     good = build_tar_bz2(noarch, "good")
     index.run(root, state, None)
     build_tar_bz2(noarch, "lax", index_overrides={"depends": ["foo >=>= 1"]})
-    index._record(state, "main", "noarch", index.package_rows(noarch))
+    index.record_fingerprint(state, "main", "noarch", index.package_rows(noarch))
     (noarch / "repodata.json").unlink()  # stale, with the bad file counted as seen
     moved: list[dict[str, str]] = []
     index.run(root, state, None, quarantined=moved)

@@ -348,16 +348,6 @@ def test_unreadable_repodata_falls_back_to_a_full_index(host: Host, tmp_path: Pa
     assert package.name in host.listed()
 
 
-def test_the_upload_fingerprint_is_the_indexers(host: Host, tmp_path: Path) -> None:
-    from condaport import intake
-
-    for n in range(3):
-        shutil.copy(build_tar_bz2(tmp_path, f"fp{n}"), host.channel / "noarch")
-    (host.channel / "noarch" / ".hidden.partial").write_text("x")
-    subdir = host.channel / "noarch"
-    assert intake.digest(intake.scan(subdir)) == index.fingerprint(subdir)
-
-
 def test_in_place_edits_write_the_json_a_full_encode_would(host: Host, tmp_path: Path) -> None:
     editor = repodata.SubdirIndex()
     subdir = host.channel / "noarch"
