@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,7 +43,9 @@ def playbook_argv(
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
+    # Molecule exports ANSIBLE_FORCE_COLOR, which beats NOCOLOR: drop it.
+    env = {k: v for k, v in os.environ.items() if k != "ANSIBLE_FORCE_COLOR"}
+    return {**env, "ANSIBLE_CONFIG": str(PROJECT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1"}
 
 
 def playbook(
@@ -75,9 +78,12 @@ def start_playbook(
     )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 def said(result: subprocess.CompletedProcess[str]) -> str:
-    """The play's output with line folding undone, for message checks."""
-    return " ".join(result.stdout.split())
+    """The play's output without colours and with line folding undone, for message checks."""
+    return " ".join(_ANSI.sub("", result.stdout).split())
 
 
 def on_host(container: str, *argv: str, check: bool = True) -> subprocess.CompletedProcess[str]:
@@ -118,7 +124,7 @@ def kill_on_host(container: str, pattern: str) -> int:
     return int(out.strip() or 0)
 
 
-def kill_when_seen(container: str, pattern: str, timeout: int = 120) -> subprocess.Popen[str]:
+def kill_when_seen(container: str, pattern: str, timeout: int = 600) -> subprocess.Popen[str]:
     """Watch inside the host, with no round trips, and SIGKILL the first matching process."""
     return subprocess.Popen(
         ["podman", "exec", container, "sh", "-c", _KILL, "kill", pattern, str(timeout)],

@@ -69,7 +69,7 @@ def test_retention_keeps_the_newest_versions_with_every_build_and_format(
     assert set(listed(channel)) == set(before) - gone
     assert all(kept in listed(channel) for kept in newest)
     assert all(f"noarch/{g}" in said(pruned) for g in gone)  # reported as removed
-    installs(channel, tmp_path, f"{name} 1.10")
+    installs(channel, tmp_path, f"{name} ==1.10")
     installs(channel, tmp_path, "base-tool")
 
     again = playbook("publish.yml", {"condaport_publish_keep_versions": "1"}, as_strings=True)
