@@ -25,6 +25,7 @@ Every answer is a small JSON object. Logs name the identity, never a secret.
 from __future__ import annotations
 
 import argparse
+import errno
 import hashlib
 import json
 import logging
@@ -297,6 +298,11 @@ class UploadHandler(BaseHTTPRequestHandler):
             status, answer = self._handle()
         except Answer as refusal:
             status, answer = refusal.status, {"error": str(refusal), **refusal.extra}
+        except OSError as exc:  # the disk: full (507), or a permission a converge should fix
+            LOG.error("upload %s failed: %s", self.described, exc)
+            status = 507 if exc.errno == errno.ENOSPC else 500
+            reason = exc.strerror or type(exc).__name__
+            answer = {"error": f"the host could not store the package ({reason})"}
         except Exception:  # a bug must not take the service down, nor leak a stack to clients
             LOG.exception("upload %s failed", self.described)
             status, answer = 500, {"error": "internal error; see the service's log"}
@@ -307,7 +313,11 @@ class UploadHandler(BaseHTTPRequestHandler):
         if status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="condaport upload"'
         answer.setdefault("status", status)
-        self._send(status, answer, headers)
+        try:
+            self._send(status, answer, headers)
+        except OSError as exc:  # the client (NGINX) went away; nothing left to tell it
+            LOG.info("answer %d to %s not delivered: %s", status, self.described, exc)
+            self.close_connection = True
         LOG.info(
             "%s %s %s by %s: %d %s (%.3f s)",
             self.command,

@@ -576,7 +576,8 @@ def test_upload_to_installable_in_a_ten_thousand_package_channel(
     for n in range(10_000):
         build_tar_bz2(bulk, f"bulk{n:05d}")
     subprocess.run(
-        f"tar -C {bulk} -cf - . | podman exec -i {site.container} tar -C {TREE}/big/noarch -xf -",
+        f"tar -C {bulk} -cf - . | podman exec -i {site.container} "
+        f"tar -C {TREE}/big/noarch --no-overwrite-dir -xf -",
         shell=True,
         check=True,
     )

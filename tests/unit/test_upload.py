@@ -400,3 +400,11 @@ def test_parallel_uploads_to_one_channel_all_land(host: Host, tmp_path: Path) ->
     assert statuses == [201] * len(packages)
     assert {p.name for p in packages} <= set(host.listed())
     assert index.stale_subdirs(host.root / "channels", host.root / "state", "main") == []
+
+
+def test_a_storage_failure_is_a_json_500_naming_the_cause(host: Host, tmp_path: Path) -> None:
+    staging = host.root / "staging" / ".uploads"
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.write_text("not a directory")
+    status, answer, _ = host.put(build_conda(tmp_path, "unstorable"))
+    assert status == 500 and "could not store the package" in answer["error"], answer
