@@ -339,9 +339,11 @@ class GithubJob:
             GITHUB_ENV=str(env_file),
             GITHUB_PATH=str(path_file),
         )
-        # Precedence as on GitHub: step env > $GITHUB_ENV > job env > workflow env.
+        # Precedence as on GitHub: step env > $GITHUB_ENV > job env > workflow env. The
+        # runner context does not exist yet at the workflow and job levels.
+        early = {k: v for k, v in self.contexts.items() if k != "runner"}
         for layer in (self.workflow.get("env"), self.job.get("env")):
-            env.update({k: substitute(v, self.contexts) for k, v in (layer or {}).items()})
+            env.update({k: substitute(v, early) for k, v in (layer or {}).items()})
         env.update(self.added_env)
         env.update({k: substitute(v, self.contexts) for k, v in (step.get("env") or {}).items()})
         if self.added_path:

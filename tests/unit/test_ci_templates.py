@@ -18,6 +18,7 @@ import pytest
 from tests.support.cirunner import (
     STAND_INS,
     GithubExpression,
+    GithubJob,
     GitlabPipeline,
     github_condition,
     gitlab_rule,
@@ -184,3 +185,23 @@ def test_gitlab_rules() -> None:
         gitlab_rule("($TAG)", {})
     with pytest.raises(ValueError):
         gitlab_rule("$TAG =~ /^v/", {})
+
+
+def test_the_runner_context_is_refused_where_github_has_none_yet(tmp_path: Path) -> None:
+    workflow = tmp_path / "w.yml"
+    workflow.write_text(
+        "defaults: {run: {shell: bash}}\n"
+        "jobs:\n  j:\n    env: {SOCK: '${{ runner.temp }}/s'}\n    steps: [{run: 'true'}]\n"
+    )
+    job = GithubJob(
+        workflow,
+        "j",
+        workspace=tmp_path,
+        temp=tmp_path,
+        base_env={"PATH": "/usr/bin:/bin"},
+        variables={},
+        secrets={},
+        actions={},
+    )
+    with pytest.raises(ValueError, match="runner.temp"):
+        job.run()
