@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -17,6 +16,8 @@ from pathlib import Path
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from rattler import Version
 from rattler.exceptions import InvalidVersionError
+
+from condaport.files import replace_atomically
 
 PAGE = "index.html"
 TEMPLATE = "browse.html.j2"
@@ -184,18 +185,7 @@ def write_channel_page(
     """
     content = render_channel_page(channel_dir, channel_name, channel_url).encode()
     target = channel_dir / PAGE
-    fd, name = tempfile.mkstemp(dir=channel_dir, prefix=f".{PAGE}.", suffix=".partial")
-    partial = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
+    replace_atomically(target, content)
     directory = os.open(channel_dir, os.O_RDONLY)
     try:
         os.fsync(directory)

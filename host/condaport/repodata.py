@@ -22,6 +22,8 @@ from pathlib import Path
 
 import zstandard
 
+from condaport.files import replace_atomically
+
 REPODATA = "repodata.json"
 COMPRESSED = "repodata.json.zst"
 # Level 3 compresses a 10,000-package repodata about as small as level 9, in a third of
@@ -139,22 +141,6 @@ def encode(repodata: dict) -> bytes:
     return json.dumps(repodata, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
 
 
-def _replace(target: Path, content: bytes) -> None:
-    """Atomic for readers: the old file or the new one, whole, mode 0644."""
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    partial = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(content)
-            handle.flush()
-            os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-
-
 def write(subdir_dir: Path, repodata: dict) -> None:
     """Replace repodata.json and repodata.json.zst with `repodata`."""
     write_bytes(subdir_dir, encode(repodata))
@@ -164,8 +150,8 @@ def write_bytes(subdir_dir: Path, content: bytes) -> None:
     """Replace repodata.json, then repodata.json.zst (clients probe the .zst first, so the
     new package is announced only once both are in place)."""
     compressed = zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(content)
-    _replace(subdir_dir / REPODATA, content)
-    _replace(subdir_dir / COMPRESSED, compressed)
+    replace_atomically(subdir_dir / REPODATA, content)
+    replace_atomically(subdir_dir / COMPRESSED, compressed)
     directory = os.open(subdir_dir, os.O_RDONLY)
     try:
         os.fsync(directory)

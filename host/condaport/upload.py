@@ -52,9 +52,9 @@ from condaport.packages import Rejected, split_name
 from condaport.repodata import SubdirIndex
 from condaport.rights import DEFAULT_PATH as DEFAULT_SETTINGS
 from condaport.rights import IDENTITY, SettingsError, SettingsFile
+from condaport.service import listener_from_args
 
 LOG = logging.getLogger("condaport-upload")
-SYSTEMD_FIRST_FD = 3
 IDENTITY_HEADER = "X-Condaport-Uploader"
 STAGING_FOLDER = ".uploads"
 CHUNK = 1 << 20
@@ -453,20 +453,6 @@ class UploadHandler(BaseHTTPRequestHandler):
 
     def address_string(self) -> str:
         return "nginx"
-
-
-def listener_from_args(args: argparse.Namespace) -> socket.socket:
-    if args.systemd_socket:
-        if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-            raise SystemExit("--systemd-socket: not started by a systemd socket with one listener")
-        return socket.socket(fileno=SYSTEMD_FIRST_FD)
-    path = Path(args.socket)
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    path.chmod(0o660)
-    listener.listen(128)
-    return listener
 
 
 def build_server(

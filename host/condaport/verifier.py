@@ -34,13 +34,13 @@ from pathlib import Path
 from passlib.context import CryptContext
 
 from condaport.config import CHANNEL_NAME, DEFAULT_PATH, ConfigError, load
+from condaport.service import listener_from_args
 
 LOG = logging.getLogger("condaport-verifier")
 # The schemes condaport_nginx may write; anything else in a file never verifies.
 HASHES = CryptContext(schemes=["bcrypt", "sha512_crypt", "sha256_crypt", "apr_md5_crypt"])
 # The decoys' password: random per process, and a decoy match never allows anyway.
 _DECOY_PASSWORD = secrets.token_urlsafe(32)
-SYSTEMD_FIRST_FD = 3
 DEFAULT_QUEUE = 32
 # Reading the request of a check that is shed (NGINX sends it whole right after connecting).
 SHED_READ_SECONDS = 0.5
@@ -317,20 +317,6 @@ class CheckHandler(BaseHTTPRequestHandler):
 
     def address_string(self) -> str:
         return "nginx"
-
-
-def listener_from_args(args: argparse.Namespace) -> socket.socket:
-    if args.systemd_socket:
-        if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-            raise SystemExit("--systemd-socket: not started by a systemd socket with one listener")
-        return socket.socket(fileno=SYSTEMD_FIRST_FD)
-    path = Path(args.socket)
-    path.unlink(missing_ok=True)
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    listener.bind(str(path))
-    path.chmod(0o660)
-    listener.listen(128)
-    return listener
 
 
 def main(argv: list[str] | None = None) -> int:

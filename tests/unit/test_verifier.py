@@ -16,6 +16,7 @@ import pytest
 from passlib.hash import bcrypt, sha512_crypt
 
 from condaport import verifier
+from condaport.service import listener_from_args
 
 PASSWORD = "correct horse battery"
 
@@ -56,7 +57,7 @@ def start(auth_dir: Path, tmp_path: Path) -> Iterator[Callable[..., verifier.Ver
             systemd_socket=False, socket=str(tmp_path / "verifier.sock")
         )
         server = verifier.VerifierServer(
-            verifier.listener_from_args(args), verifier.HtpasswdStore(auth_dir), workers, queue
+            listener_from_args(args), verifier.HtpasswdStore(auth_dir), workers, queue
         )
         threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
         servers.append(server)
@@ -149,7 +150,7 @@ def test_systemd_socket_requires_being_started_by_systemd(monkeypatch) -> None:
     monkeypatch.delenv("LISTEN_PID", raising=False)
     args = verifier.argparse.Namespace(systemd_socket=True, socket=None)
     with pytest.raises(SystemExit, match="systemd socket"):
-        verifier.listener_from_args(args)
+        listener_from_args(args)
 
 
 def test_parse_htpasswd_skips_comments_and_blank_lines() -> None:
@@ -226,7 +227,7 @@ def test_unknown_users_take_as_long_as_known_ones(tmp_path: Path, hasher, pairs:
     socket_path = tmp_path / "verifier.sock"
     args = verifier.argparse.Namespace(systemd_socket=False, socket=str(socket_path))
     server = verifier.VerifierServer(
-        verifier.listener_from_args(args), verifier.HtpasswdStore(auth_dir), workers=1
+        listener_from_args(args), verifier.HtpasswdStore(auth_dir), workers=1
     )
     threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True).start()
 
