@@ -40,7 +40,6 @@ DEFAULT_SCHEMES = (
 )
 SETTLE_SECONDS = 2
 REPO = Path(__file__).resolve().parents[1]
-VERIFIER = REPO / "roles" / "condaport_verifier" / "files" / "condaport_verifier.py"
 LUA_CHECK_DIR = REPO / "roles" / "condaport_nginx" / "files"
 LUA_MODULES = [
     Path("/usr/lib/nginx/modules/ndk_http_module.so"),
@@ -138,7 +137,8 @@ def start_verifier(prefix: Path) -> subprocess.Popen[bytes]:
     process = subprocess.Popen(
         [
             sys.executable,
-            str(VERIFIER),
+            "-m",
+            "condaport.verifier",
             "--socket",
             str(socket_path),
             "--auth-dir",
