@@ -10,8 +10,9 @@ export CONTAINERS_CONF := $(abspath molecule/resources/containers.conf)
 export ANSIBLE_CONFIG := $(abspath ansible.cfg)
 PACKAGES ?= $(SYSTEM_PACKAGES)
 # chromium: the tests screenshot the browse page headless. python3-cryptography: the TLS
-# role's unit test runs community.crypto with Debian's python, as on a host.
-SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns chromium python3-cryptography
+# role's unit test runs community.crypto with Debian's python, as on a host. iproute2: the
+# verifier tests route an IPv6 range into the container's namespace.
+SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns chromium python3-cryptography iproute2
 BENCH_PACKAGES := nginx wrk libnginx-mod-http-lua
 
 .PHONY: help
