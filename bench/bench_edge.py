@@ -27,6 +27,7 @@ import urllib.request
 from pathlib import Path
 
 import jinja2
+
 from bench.bench_auth import PASSWORD, USER, free_port, make_hash, self_signed, wrk
 
 REPO = Path(__file__).resolve().parents[1]
