@@ -322,6 +322,8 @@ def test_losing_an_edge_fails_no_install(tiers: Tiers, tmp_path: Path) -> None:
     )
     assert failures == []
     wait_healthy(victim, edge_port(tiers, victim))
+    # Back at a new address (podman's doing): HAProxy resolves names when it loads.
+    podman("exec", tiers.balancer, "systemctl", "reload", "haproxy")
 
 
 def test_while_the_primary_is_down_edges_serve_what_they_hold(tiers: Tiers, tmp_path: Path) -> None:
@@ -346,6 +348,11 @@ def test_while_the_primary_is_down_edges_serve_what_they_hold(tiers: Tiers, tmp_
     finally:
         podman("start", tiers.primary)
     wait_healthy(tiers.primary, 21443)
+    # A podman container comes back at a new address (a real host keeps its own); NGINX
+    # resolved the primary's name when it loaded, so the edges reload, as the README says
+    # to do when a primary moves.
+    for edge in tiers.edges:
+        podman("exec", edge, "systemctl", "reload", "nginx")
     # Back: a new publish reaches the clients through the edges again.
     later = f"edgeback-{RUN}"
     upload(tiers, build_conda(tmp_path / "dist", later))
