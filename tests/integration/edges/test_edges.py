@@ -163,6 +163,16 @@ def wait_healthy(container: str, port: int, limit: float = 60) -> None:
         time.sleep(1)
 
 
+def reload_until_it_loads(container: str, service: str, limit: float = 60) -> None:
+    start = time.monotonic()
+    while True:
+        result = podman("exec", container, "systemctl", "reload", service, check=False)
+        if result.returncode == 0:
+            return
+        assert time.monotonic() - start < limit, f"{service} on {container}: {result.stderr}"
+        time.sleep(2)
+
+
 # -- publish to visible ------------------------------------------------------------------
 
 
@@ -323,7 +333,7 @@ def test_losing_an_edge_fails_no_install(tiers: Tiers, tmp_path: Path) -> None:
     assert failures == []
     wait_healthy(victim, edge_port(tiers, victim))
     # Back at a new address (podman's doing): HAProxy resolves names when it loads.
-    podman("exec", tiers.balancer, "systemctl", "reload", "haproxy")
+    reload_until_it_loads(tiers.balancer, "haproxy")
 
 
 def test_while_the_primary_is_down_edges_serve_what_they_hold(tiers: Tiers, tmp_path: Path) -> None:
@@ -351,8 +361,10 @@ def test_while_the_primary_is_down_edges_serve_what_they_hold(tiers: Tiers, tmp_
     # A podman container comes back at a new address (a real host keeps its own); NGINX
     # resolved the primary's name when it loaded, so the edges reload, as the README says
     # to do when a primary moves.
+    # The name may take a moment to resolve again after the start: NGINX refuses to load
+    # a configuration whose upstream does not resolve.
     for edge in tiers.edges:
-        podman("exec", edge, "systemctl", "reload", "nginx")
+        reload_until_it_loads(edge, "nginx")
     # Back: a new publish reaches the clients through the edges again.
     later = f"edgeback-{RUN}"
     upload(tiers, build_conda(tmp_path / "dist", later))
