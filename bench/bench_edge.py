@@ -32,6 +32,8 @@ from bench.bench_auth import PASSWORD, USER, free_port, make_hash, self_signed, 
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "roles" / "condaport_edge" / "templates" / "etc" / "nginx" / "condaport-edge"
+# What the edge's snippets include: condaport_nginx's shared cache settings.
+CACHE_TEMPLATE = REPO / "roles" / "condaport_nginx" / "templates" / "etc" / "nginx" / "snippets"
 PACKAGE = "main/noarch/bench-1.0-0.conda"
 
 
@@ -41,6 +43,7 @@ def render_edge(prefix: Path, origin_port: int) -> dict[str, Path]:
     edge_dir.mkdir()
     files = {kind: edge_dir / f"{kind}.conf" for kind in ("http", "proxy", "package", "index")}
     files["ca"] = prefix / "cert.pem"
+    files["cache"] = edge_dir / "condaport-cache.conf"
     context = {
         "ansible_managed": "rendered by bench/bench_edge.py",
         "condaport_edge_cache_dir": str(prefix / "cache"),
@@ -50,15 +53,18 @@ def render_edge(prefix: Path, origin_port: int) -> dict[str, Path]:
         "condaport_edge_index_validity": 5,
         "condaport_edge_package_validity": 31536000,
         "condaport_edge_nginx_files": {k: str(v) for k, v in files.items()},
+        "condaport_nginx_cache_snippet": str(files["cache"]),
         "__condaport_edge_upstream_host": "localhost",
         "__condaport_edge_upstream_port": origin_port,
         "__condaport_edge_authorization": "Basic "
         + base64.b64encode(f"{USER}:{PASSWORD}".encode()).decode(),
     }
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES), autoescape=False)
+    loader = jinja2.FileSystemLoader([TEMPLATES, CACHE_TEMPLATE])
+    env = jinja2.Environment(loader=loader, autoescape=False)
     env.filters["comment"] = lambda text: f"# {text}"
     for kind in ("http", "proxy", "package", "index"):
         files[kind].write_text(env.get_template(f"{kind}.conf.j2").render(context))
+    files["cache"].write_text(env.get_template("condaport-cache.conf.j2").render(context))
     return files
 
 
