@@ -29,6 +29,8 @@ class Tiers:
     tokens: dict[str, list[str]]
     upload_token: str
     channels: list[dict]
+    proxy_index_validity: int
+    proxy_cache_dir: str
 
 
 @pytest.fixture(scope="session")
@@ -52,4 +54,6 @@ def tiers() -> Tiers:
         tokens={u["name"]: u.get("tokens", []) for u in users},
         upload_token=spec["upload_token"],
         channels=spec["channels"],
+        proxy_index_validity=int(spec["proxy_index_validity"]),
+        proxy_cache_dir=spec["proxy_cache_dir"],
     )
