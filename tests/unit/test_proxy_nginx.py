@@ -1,0 +1,323 @@
+"""Proxy channels under a real NGINX (item 4 of issue 13), on loopback, no containers.
+
+The channel vhost, the proxy channels' snippets and the shared cache settings are
+rendered from the roles (tests/support/render.py) into a scratch prefix and loaded by
+Debian's NGINX as the host would load them; a second NGINX plays the upstream channel
+(HTTPS, basic auth) and logs what it receives. Skipped where NGINX is not installed;
+molecule/edges checks the same end to end with py-rattler.
+"""
+
+from __future__ import annotations
+
+import base64
+import http.client
+import json
+import shutil
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bench.bench_auth import free_port, self_signed
+from tests.support.render import Renderer
+
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+MIRROR_PASSWORD = "mirror-upstream-Pw-0815"
+READER_PASSWORD = "reader-password-4711"
+READ_TOKEN = "reader-token-0123456789abcdef"
+CACHE = "X-Condaport-Cache"
+VALIDITY = 1
+PACKAGE = "pkg-1.0-0.conda"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: http.client.HTTPMessage
+
+
+@dataclass
+class Setup:
+    prefix: Path
+    port: int
+    upstream_conf: Path
+    upstream_www: Path
+
+    def get(self, path: str, headers: dict[str, str] | None = None, method: str = "GET") -> Reply:
+        context = ssl.create_default_context(cafile=str(self.prefix / "cert.pem"))
+        context.check_hostname = False
+        conn = http.client.HTTPSConnection("127.0.0.1", self.port, context=context, timeout=20)
+        try:
+            conn.request(
+                method, path, body=b"x" if method != "GET" else None, headers=headers or {}
+            )
+            answer = conn.getresponse()
+            return Reply(answer.status, answer.read(), answer.headers)
+        finally:
+            conn.close()
+
+    def upstream_log(self) -> list[dict]:
+        path = self.prefix / "upstream.log"
+        lines = path.read_text().splitlines() if path.exists() else []
+        return [json.loads(line) for line in lines]
+
+
+def reader() -> dict[str, str]:
+    token = base64.b64encode(f"reader:{READER_PASSWORD}".encode()).decode()
+    return {"Authorization": f"Basic {token}"}
+
+
+def _hash(password: str) -> str:
+    from passlib.hash import apr_md5_crypt
+
+    return apr_md5_crypt.hash(password)
+
+
+# Both run their workers as root: pytest's scratch directories are private to root.
+UPSTREAM_CONF = """
+user root root;
+worker_processes 1;
+pid {prefix}/upstream.pid;
+error_log {prefix}/upstream-error.log;
+events {{ worker_connections 64; }}
+http {{
+    client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp; uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+    log_format seen escape=json '{{"uri": "$request_uri", "authorization": "$http_authorization",'
+                                ' "cookie": "$http_cookie", "api_key": "$http_x_api_key"}}';
+    access_log {prefix}/upstream.log seen;
+    server {{
+        listen 127.0.0.1:{port} {tls}
+        root {prefix}/upstream;
+        location /conda-forge/ {{
+            auth_basic "upstream"; auth_basic_user_file {prefix}/upstream.htpasswd;
+            try_files $uri =404;
+        }}
+        location /public/ {{ try_files $uri =404; }}
+    }}
+}}
+"""
+
+CONDAPORT_CONF = """
+user root root;
+worker_processes 1;
+pid {prefix}/condaport.pid;
+error_log {prefix}/error.log info;
+events {{ worker_connections 64; }}
+http {{
+    types {{ application/json json; }}
+    client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp;
+    fastcgi_temp_path {prefix}/tmp; uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+    include {prefix}/upload-http.conf;
+    include {prefix}/condaport.conf;
+}}
+"""
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
+    if not Path(NGINX).exists():
+        pytest.skip("nginx is not installed")
+    prefix = tmp_path_factory.mktemp("proxy-nginx")
+    prefix.chmod(0o755)
+    for folder in ("tmp", "auth", "run", "proxy", "proxy-cache", "local/main/noarch"):
+        (prefix / folder).mkdir(parents=True)
+    tls = self_signed(prefix)
+    www = prefix / "upstream"
+    for folder in ("conda-forge/noarch", "public/noarch"):
+        (www / folder).mkdir(parents=True)
+    (www / "conda-forge/noarch/repodata.json").write_text('{"generation": 1}')
+    (www / "conda-forge/channeldata.json").write_text('{"generation": 1}')
+    (www / "conda-forge/noarch" / PACKAGE).write_bytes(b"package-bytes")
+    (www / "public/noarch/repodata.json").write_text('{"public": 1}')
+    (prefix / "upstream.htpasswd").write_text(f"mirror:{_hash(MIRROR_PASSWORD)}\n")
+
+    upstream_port, port = free_port(), free_port()
+    inventory = {
+        "condaport_auth_mode": "basic",
+        "condaport_nginx_https_port": port,
+        "condaport_nginx_http_port": 0,
+        "condaport_nginx_listen_ipv6": False,
+        "condaport_channels": [
+            {"name": "main", "users": ["reader"]},
+            {
+                "name": "forge",
+                "users": ["reader"],
+                "upstream": f"https://localhost:{upstream_port}/conda-forge",
+                "upstream_user": "mirror",
+                "upstream_password": MIRROR_PASSWORD,
+                "upstream_ca": str(prefix / "cert.pem"),
+            },
+            {
+                "name": "open",
+                "anonymous": True,
+                "upstream": f"https://localhost:{upstream_port}/public/",
+                # The test's upstream has a self-signed certificate, in no system store.
+                "upstream_ca": str(prefix / "cert.pem"),
+            },
+        ],
+        "condaport_nginx_users": [
+            {"name": "reader", "password": READER_PASSWORD, "tokens": [READ_TOKEN]}
+        ],
+        "condaport_proxy_index_validity": VALIDITY,
+        # Everything the host keeps in /etc, /run, /var, here in the scratch prefix.
+        "condaport_auth_dir": str(prefix / "auth"),
+        "condaport_channels_root": str(prefix / "local"),
+        "condaport_server_certificate_path": str(prefix / "cert.pem"),
+        "condaport_server_key_path": str(prefix / "key.pem"),
+        "condaport_upload_socket": str(prefix / "run/upload.sock"),
+        "condaport_nginx_cache_snippet": str(prefix / "cache.conf"),
+        "condaport_proxy_nginx_dir": str(prefix / "proxy"),
+        "condaport_proxy_cache_dir": str(prefix / "proxy-cache"),
+        "__condaport_nginx_access_log": str(prefix / "access.log"),
+        "__condaport_nginx_run_dir": str(prefix / "run"),
+        "__condaport_nginx_upload_server_conf": str(prefix / "upload-server.conf"),
+    }
+    renderer = Renderer(["condaport", "condaport_nginx", "condaport_proxy"], inventory)
+    out = {
+        "condaport.conf": ("condaport_nginx", "etc/nginx/conf.d/condaport.conf.j2"),
+        "upload-http.conf": ("condaport_nginx", "etc/nginx/conf.d/condaport-upload.conf.j2"),
+        "upload-server.conf": ("condaport_nginx", "etc/nginx/snippets/condaport-upload.conf.j2"),
+        "cache.conf": ("condaport_nginx", "etc/nginx/snippets/condaport-cache.conf.j2"),
+        "auth/tokens.map": ("condaport_nginx", "etc/nginx/condaport/tokens.map.j2"),
+        "auth/upload-tokens.map": ("condaport_nginx", "etc/nginx/condaport/upload-tokens.map.j2"),
+        "proxy/http.conf": ("condaport_proxy", "etc/nginx/condaport-proxy/http.conf.j2"),
+        "proxy/package.conf": ("condaport_proxy", "etc/nginx/condaport-proxy/package.conf.j2"),
+        "proxy/index.conf": ("condaport_proxy", "etc/nginx/condaport-proxy/index.conf.j2"),
+    }
+    for name, (role, template) in out.items():
+        (prefix / name).write_text(renderer.render(role, template))
+    for upstream in renderer.value("__condaport_proxy_upstreams"):
+        name = upstream["name"]
+        (prefix / f"proxy/channel-{name}.conf").write_text(
+            renderer.render(
+                "condaport_proxy",
+                "etc/nginx/condaport-proxy/channel.conf.j2",
+                __condaport_proxy_upstream=upstream,
+            )
+        )
+        if upstream["ca_source"]:
+            shutil.copy(upstream["ca_source"], upstream["ca"])
+    (prefix / "auth/generation.conf").write_text('return 200 "test\\n";\n')
+    for channel in ("main", "forge"):
+        (prefix / f"auth/{channel}.htpasswd").write_text(f"reader:{_hash(READER_PASSWORD)}\n")
+
+    upstream_conf = prefix / "upstream.conf"
+    upstream_conf.write_text(UPSTREAM_CONF.format(prefix=prefix, port=upstream_port, tls=tls))
+    conf = prefix / "nginx.conf"
+    conf.write_text(CONDAPORT_CONF.format(prefix=prefix))
+    checked = subprocess.run(
+        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True
+    )
+    assert checked.returncode == 0, checked.stderr
+    subprocess.run([NGINX, "-p", str(prefix), "-c", str(upstream_conf)], check=True)
+    subprocess.run([NGINX, "-p", str(prefix), "-c", str(conf)], check=True)
+    time.sleep(0.3)
+    try:
+        yield Setup(prefix, port, upstream_conf, www)
+    finally:
+        for config in (conf, upstream_conf):
+            stop = [NGINX, "-p", str(prefix), "-c", str(config), "-s", "stop"]
+            subprocess.run(stop, check=False, capture_output=True)
+
+
+def test_the_channel_serves_its_upstream_with_the_channels_own_credential(setup: Setup) -> None:
+    # A client's own headers never go upstream, whatever it sends along.
+    headers = reader() | {"Cookie": "session=client-cookie", "X-API-Key": "client-key"}
+    first = setup.get("/forge/noarch/repodata.json", headers)
+    assert first.status == 200, (first.status, first.body)
+    assert first.body == b'{"generation": 1}'
+    assert first.headers[CACHE] == "MISS"
+    seen = [e for e in setup.upstream_log() if e["uri"] == "/conda-forge/noarch/repodata.json"]
+    expected = base64.b64encode(f"mirror:{MIRROR_PASSWORD}".encode()).decode()
+    assert [e["authorization"] for e in seen] == [f"Basic {expected}"]
+    assert seen[0]["cookie"] == "" and seen[0]["api_key"] == ""
+    # Cached: plain and token URLs share the object.
+    assert setup.get("/forge/noarch/repodata.json", reader()).headers[CACHE] == "HIT"
+    by_token = setup.get(f"/t/{READ_TOKEN}/forge/noarch/repodata.json")
+    assert by_token.status == 200 and by_token.headers[CACHE] == "HIT"
+
+
+def test_the_channels_own_access_rules_apply(setup: Setup) -> None:
+    assert setup.get("/forge/noarch/repodata.json").status == 401
+    wrong = {"Authorization": "Basic " + base64.b64encode(b"reader:nope").decode()}
+    assert setup.get("/forge/noarch/repodata.json", wrong).status == 401
+    # The upstream credential is no login here.
+    mirror = base64.b64encode(f"mirror:{MIRROR_PASSWORD}".encode()).decode()
+    assert (
+        setup.get("/forge/noarch/repodata.json", {"Authorization": f"Basic {mirror}"}).status == 401
+    )
+    # An anonymous proxy channel: no credentials, and none sent upstream.
+    public = setup.get("/open/noarch/repodata.json")
+    assert public.status == 200 and public.body == b'{"public": 1}'
+    seen = [e for e in setup.upstream_log() if e["uri"] == "/public/noarch/repodata.json"]
+    assert [e["authorization"] for e in seen] == [""]
+
+
+def test_packages_stay_and_index_files_refresh_after_the_validity(setup: Setup) -> None:
+    url = f"/forge/noarch/{PACKAGE}"
+    assert setup.get(url, reader()).headers[CACHE] == "MISS"
+    kept = setup.get(url, reader())
+    assert kept.headers[CACHE] == "HIT" and kept.body == b"package-bytes"
+    assert "immutable" in kept.headers["Cache-Control"]
+    for path in ("noarch/repodata.json", "channeldata.json"):
+        setup.get(f"/forge/{path}", reader())
+        (setup.upstream_www / "conda-forge" / path).write_text('{"generation": 2}')
+        assert setup.get(f"/forge/{path}", reader()).body == b'{"generation": 1}'
+        # NGINX counts validity in whole seconds: up to one more.
+        time.sleep(VALIDITY + 1.2)
+        fresh = setup.get(f"/forge/{path}", reader())
+        assert fresh.body == b'{"generation": 2}', path
+        assert fresh.headers[CACHE] == "EXPIRED", path
+    # A package left alone for the same time is still a hit.
+    assert setup.get(url, reader()).headers[CACHE] == "HIT"
+
+
+def test_only_conda_paths_reach_the_upstream(setup: Setup) -> None:
+    before = len(setup.upstream_log())
+    for hostile in ("/forge/noarch/a%0d%0aX-Injected:%201", "/forge/noarch/a%20b"):
+        assert setup.get(hostile, reader()).status == 404, hostile
+    assert len(setup.upstream_log()) == before
+
+
+def test_uploads_to_a_proxy_channel_answer_405_with_a_reason(setup: Setup) -> None:
+    for method, path in (
+        ("PUT", f"/forge/noarch/{PACKAGE}"),
+        ("POST", "/api/channels/open/upload/x"),
+    ):
+        reply = setup.get(path, {"Authorization": "Bearer anything-0123456789"}, method)
+        assert reply.status == 405, (method, reply.status, reply.body)
+        assert "takes no uploads" in json.loads(reply.body)["error"]
+        assert reply.headers["Allow"] == "GET, HEAD"
+
+
+def test_stale_copies_while_the_upstream_is_down_and_say_so(setup: Setup) -> None:
+    setup.get("/forge/noarch/repodata.json", reader())
+    stop = [NGINX, "-p", str(setup.prefix), "-c", str(setup.upstream_conf), "-s", "stop"]
+    subprocess.run(stop, check=True)
+    time.sleep(VALIDITY + 1.2)
+    stale = setup.get("/forge/noarch/repodata.json", reader())
+    assert stale.status == 200 and stale.headers[CACHE] == "STALE"
+    assert setup.get(f"/forge/noarch/{PACKAGE}", reader()).status == 200
+    assert setup.get("/forge/noarch/never-cached-1.0-0.conda", reader()).status == 502
+
+
+def test_no_credential_in_cache_files_or_the_access_log(setup: Setup) -> None:
+    secrets = [
+        MIRROR_PASSWORD,
+        base64.b64encode(f"mirror:{MIRROR_PASSWORD}".encode()).decode(),
+        READER_PASSWORD,
+        reader()["Authorization"].split()[1],
+        READ_TOKEN,
+    ]
+    cached = [p for p in (setup.prefix / "proxy-cache").rglob("*") if p.is_file()]
+    assert len(cached) >= 3
+    for path in [*cached, setup.prefix / "access.log", setup.prefix / "error.log"]:
+        data = path.read_bytes()
+        for secret in secrets:
+            assert secret.encode() not in data, (path, secret[:4])
