@@ -30,6 +30,7 @@ class Tiers:
     upload_token: str
     channels: list[dict]
     proxy_index_validity: int
+    edge_auth_modes: dict[str, str]
     proxy_cache_dir: str
 
 
@@ -55,5 +56,6 @@ def tiers() -> Tiers:
         upload_token=spec["upload_token"],
         channels=spec["channels"],
         proxy_index_validity=int(spec["proxy_index_validity"]),
+        edge_auth_modes=spec["edge_auth_modes"],
         proxy_cache_dir=spec["proxy_cache_dir"],
     )
