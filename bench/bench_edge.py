@@ -54,6 +54,7 @@ def render_edge(prefix: Path, origin_port: int) -> dict[str, Path]:
         "condaport_edge_package_validity": 31536000,
         "condaport_edge_nginx_files": {k: str(v) for k, v in files.items()},
         "condaport_nginx_cache_snippet": str(files["cache"]),
+        "__condaport_nginx_error_log": str(prefix / "error.log"),
         "__condaport_edge_upstream_host": "localhost",
         "__condaport_edge_upstream_port": origin_port,
         "__condaport_edge_authorization": "Basic "

@@ -175,6 +175,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         "condaport_proxy_nginx_dir": str(prefix / "proxy"),
         "condaport_proxy_cache_dir": str(prefix / "proxy-cache"),
         "__condaport_nginx_access_log": str(prefix / "access.log"),
+        "__condaport_nginx_error_log": str(prefix / "error.log"),
         "__condaport_nginx_run_dir": str(prefix / "run"),
         "__condaport_nginx_upload_server_conf": str(prefix / "upload-server.conf"),
     }
@@ -305,6 +306,9 @@ def test_stale_copies_while_the_upstream_is_down_and_say_so(setup: Setup) -> Non
     assert stale.status == 200 and stale.headers[CACHE] == "STALE"
     assert setup.get(f"/forge/noarch/{PACKAGE}", reader()).status == 200
     assert setup.get("/forge/noarch/never-cached-1.0-0.conda", reader()).status == 502
+    # Also by token URL: the failure is logged nowhere with the request line (and the token).
+    by_token = setup.get(f"/t/{READ_TOKEN}/forge/noarch/never-cached-2.0-0.conda")
+    assert by_token.status == 502
 
 
 def test_no_credential_in_cache_files_or_the_access_log(setup: Setup) -> None:

@@ -129,6 +129,8 @@ def test_the_upstream_gets_the_channels_own_credential_only(rendered: dict[str, 
         assert not re.search(r"\$http_|\$remote_user|\$request_uri", rendered[name]), name
     # The upstream's own challenge does not reach clients.
     assert "proxy_hide_header WWW-Authenticate;" in cache
+    # Upstream failures are not logged with the request line (a token URL's token).
+    assert "error_log /var/log/nginx/error.log crit;" in cache
 
 
 def test_each_channel_includes_its_own_upstream_file(rendered: dict[str, str]) -> None:
