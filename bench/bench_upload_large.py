@@ -10,7 +10,7 @@ the whole request (body sent to answer received: what a CI job waits for), how l
 body took to send, and the service's peak resident memory (VmHWM of /proc/<pid>/status),
 before and after the upload; target <= 100 MB. Asserts nothing.
 
-Usage: python -m bench.bench_upload_large [--size-mib 1024] [--workdir DIR]
+Usage: python -m bench.bench_upload_large [--size-mib 1024] [--workdir DIR] [--unindexed]
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from condaport import index
 from tests.support.pkgbuild import build_large_conda
 
 MIB = 1 << 20
@@ -54,6 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--size-mib", type=int, default=1024)
     parser.add_argument("--workdir", type=Path, help="scratch folder (needs ~4x the size free)")
+    parser.add_argument(
+        "--unindexed", action="store_true", help="upload into a subdir that was never indexed"
+    )
     args = parser.parse_args(argv)
     with tempfile.TemporaryDirectory(dir=args.workdir) as scratch:
         root = Path(scratch)
@@ -78,6 +82,11 @@ def main(argv: list[str] | None = None) -> int:
             )
         )
         settings.write_text(json.dumps({"channels": {"main": {"token:bench": {}}}}))
+        # As a converge leaves it: the subdir indexed, so the upload takes the production
+        # path (validated, placed, the record edited into repodata in place).
+        # --unindexed: a subdir never indexed (the fallback: a full index of the subdir).
+        if not args.unindexed:
+            index.run(channels, state, None)
         listening = root / "upload.sock"
         service = subprocess.Popen(
             [sys.executable, "-m", "condaport.upload", "--config", str(config)]
