@@ -122,9 +122,9 @@ def main(argv: list[str] | None = None) -> int:
                 "playbooks/publish.yml, one new .conda per run, connection "
                 "containers.podman.podman to a local container (podman exec per task), "
                 f"{args.rounds} rounds: p50 {statistics.median(timings):.2f} s, "
-                f"min {min(timings):.2f} s, max {max(timings):.2f} s; tasks executed "
-                f"(recap ok=+changed=): "
-                + ", ".join(f"{ok}+{changed}={ok + changed}" for ok, changed in sorted(tasks))
+                f"min {min(timings):.2f} s, max {max(timings):.2f} s; tasks run "
+                "(the recap's ok=, which counts the changed ones too): "
+                + ", ".join(f"{ok} ({changed} changed)" for ok, changed in sorted(tasks))
             )
             print(
                 f"same folder again (nothing new): {again:.2f} s, "
