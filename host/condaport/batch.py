@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import stat
 import tarfile
 import time
 from dataclasses import dataclass, field
@@ -50,14 +51,35 @@ def age_seconds(text: str) -> int:
     return int(found.group(1)) * _UNIT[found.group(2)]
 
 
+def private_folder(path: Path) -> Path:
+    """`path` as a folder only this process's user controls, made if missing (0700).
+
+    The staging root is shared with the upload service's group (2770), so any member could
+    put a link or a folder of its own where a channel's staging belongs; root would then
+    sweep or unpack through it. Anything but our own real, private folder is refused."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    info = path.lstat()
+    if (
+        not stat.S_ISDIR(info.st_mode)
+        or info.st_uid != os.geteuid()
+        or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
+    ):
+        raise PermissionError(
+            f"staging folder {path} is not a private folder of this user (a link, or"
+            " writable by others): remove it and publish again"
+        )
+    return path
+
+
 def sweep_staging(staging_root: Path, channel: str, max_age: int, keep: Path | None) -> list[str]:
     """Delete what killed runs left: staging folders of the channel and publish bundles,
     once older than `max_age` seconds. A live run's are younger (or `keep`)."""
     cutoff = time.time() - max_age
     gone = []
-    candidates = (
-        list((staging_root / channel).glob("*")) if (staging_root / channel).is_dir() else []
-    )
+    candidates = list(private_folder(staging_root / channel).iterdir())
     candidates += staging_root.glob(f"{BUNDLE_PREFIX}{channel}-*.tar")
     for path in candidates:
         try:
@@ -81,7 +103,8 @@ def unpack(bundle: Path, staging: Path) -> list[dict[str, str]]:
     anything else is refused by name and never written.
     """
     refused = []
-    staging.mkdir(mode=0o700, parents=True, exist_ok=False)
+    private_folder(staging.parent)
+    staging.mkdir(mode=0o700)
     with tarfile.open(bundle, "r:") as archive:
         for member in archive:
             name = member.name.removeprefix("./")
@@ -161,7 +184,10 @@ def publish(
     report = Report()
     staging_root = host.staging_root or (bundle.parent if bundle else None)
     if staging_root is not None and staging_root.is_dir():
-        report.swept = sweep_staging(staging_root, channel, staging_max_age, bundle)
+        try:
+            report.swept = sweep_staging(staging_root, channel, staging_max_age, bundle)
+        except OSError as exc:
+            report.errors.append(str(exc))
     if bundle is not None:
         staging = (staging_root or bundle.parent) / channel / bundle.name.removesuffix(".tar")
         try:
@@ -181,7 +207,9 @@ def publish(
             report.errors.append(str(exc))
         finally:
             bundle.unlink(missing_ok=True)
-            shutil.rmtree(staging, ignore_errors=True)
+            # Never through a planted link (unpack refused to use one).
+            if not staging.parent.is_symlink():
+                shutil.rmtree(staging, ignore_errors=True)
     if (remove or keep_versions > 0) and not report.errors:
         try:
             pruned = prune(host.channels_root, host.state_dir, channel, remove or [], keep_versions)

@@ -184,6 +184,32 @@ def test_abandoned_staging_goes_once_old_and_fresh_staging_stays(host) -> None:
     assert live.is_dir() and other_channel.exists()
 
 
+@pytest.mark.parametrize("planted", ["link", "shared folder"])
+def test_a_planted_channel_staging_folder_is_refused_and_nothing_behind_it_touched(
+    host, tmp_path: Path, planted: str
+) -> None:
+    # The staging root is shared with the upload service's group: a member could plant the
+    # channel's staging folder as a link to a folder of root's, or as a folder others write.
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "precious").write_text("root's")
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(victim / "precious", (two_days_ago, two_days_ago))
+    if planted == "link":
+        (host["staging"] / "main").symlink_to(victim)
+    else:
+        (host["staging"] / "main").mkdir(mode=0o777)
+        (host["staging"] / "main").chmod(0o777)
+    package = build_conda(tmp_path / "dist", "planted")
+    bundle = bundle_of(host, package)
+    code, report, err = run(host, "--bundle", str(bundle), "--staging-max-age", "1d")
+    assert code == 1 and "not a private folder" in err, err
+    assert report["added"] == [] and report["swept"] == []
+    assert (victim / "precious").read_text() == "root's"
+    assert sorted(p.name for p in victim.iterdir()) == ["precious"]
+    assert not bundle.exists()
+
+
 def test_an_error_is_reported_in_json_and_on_stderr_with_exit_1(host, tmp_path: Path) -> None:
     bundle = host["staging"] / f"{batch.BUNDLE_PREFIX}main-cut.tar"
     bundle.write_bytes(b"not a tar at all" * 10)
