@@ -55,12 +55,13 @@ lint: deps
 unit: deps
 	pytest -q tests/unit
 
+# Two lanes side by side (a converge mostly waits on round trips); each lane runs its
+# scenarios one after another. Logs: artifacts/molecule-logs/<scenario>.log.
+MOLECULE_LANES ?= "default clients" "publishing uploading"
+
 .PHONY: molecule
 molecule: images
-	molecule test --scenario-name default
-	molecule test --scenario-name clients
-	molecule test --scenario-name publishing
-	molecule test --scenario-name uploading
+	molecule/resources/run-scenarios.sh $(MOLECULE_LANES)
 
 .PHONY: test
 test: lint unit molecule
@@ -71,7 +72,8 @@ demo: images
 
 .PHONY: bench
 bench: PACKAGES = $(SYSTEM_PACKAGES) $(BENCH_PACKAGES)
-bench: deps
+# bench_upload_https measures against the demo host, so the demo comes up first.
+bench: deps demo
 	@for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python -m bench.$$(basename $$b .py); done
 
 .PHONY: clean

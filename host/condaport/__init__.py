@@ -5,6 +5,7 @@
 - locking:  one writer per channel
 - index:    keeping each subdir's repodata in step with its files (condaport-index)
 - publish:  placing staged packages, removal and retention (condaport-publish)
+- batch:    one playbook publish in one process (condaport-publish publish)
 - browse:   the channel's static browse page
 - verifier: allow/deny answers for NGINX's access check (condaport-verifier)
 

@@ -220,6 +220,26 @@ def index_subdir(
         raise IndexFailed(f"{backend} wrote no repodata.json for {channel_dir.name}/{subdir}")
 
 
+def index_subdir_apart(
+    channel_dir: Path, subdir: str, backend: str, conda_python: str | None
+) -> None:
+    """`index_subdir` in a short-lived child process, for long-running services.
+
+    rattler's full index costs about 90 MB however small the subdir, plus every package it
+    has not indexed yet read whole into memory; a child returns all of it when it exits,
+    where the service would keep its peak.
+    """
+    argv = [sys.executable, "-m", "condaport.index", "subdir", str(channel_dir), subdir]
+    argv += ["--backend", backend] + (["--conda-python", conda_python] if conda_python else [])
+    result = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        said = result.stderr.strip().splitlines()
+        reason = said[-1].removeprefix("condaport-index: ") if said else ""
+        raise IndexFailed(
+            reason or f"index of {channel_dir.name}/{subdir} exited {result.returncode}"
+        )
+
+
 def _index_screened(
     channel_dir: Path,
     state_dir: Path,
@@ -319,6 +339,13 @@ def _parser() -> argparse.ArgumentParser:
     run_cmd.add_argument("--force", action="store_true", help="index every subdir")
     run_cmd.add_argument("--backend", choices=["rattler", "conda-index"])
     run_cmd.add_argument("--conda-python", help="python of a conda install with conda-index")
+    one = sub.add_parser(
+        "subdir", help="index one subdir of a channel folder (services run this in a child)"
+    )
+    one.add_argument("channel_dir", type=Path)
+    one.add_argument("subdir")
+    one.add_argument("--backend", choices=["rattler", "conda-index"], default="rattler")
+    one.add_argument("--conda-python")
     gone = sub.add_parser(
         "forget", parents=[common], help="drop the index state of a channel removed from the host"
     )
@@ -328,6 +355,13 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if args.command == "subdir":
+        try:
+            index_subdir(args.channel_dir, args.subdir, args.backend, args.conda_python)
+        except (IndexFailed, OSError) as exc:
+            print(f"condaport-index: {exc}", file=sys.stderr)
+            return 1
+        return 0
     try:
         host = resolve(args.config, args.channels_root, args.state_dir)
         if args.command == "status":

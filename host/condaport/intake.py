@@ -24,9 +24,10 @@ from pathlib import Path
 from condaport import repodata
 from condaport.config import ChannelConfig, HostConfig
 from condaport.index import (
+    IndexFailed,
     Rows,
     fingerprint_file,
-    index_subdir,
+    index_subdir_apart,
     package_rows,
     record_fingerprint,
     rows_digest,
@@ -132,9 +133,27 @@ def _bring_index_up_to_date(
             return "incremental"
     # As condaport-index run does: the fingerprint taken before indexing is recorded after.
     before = package_rows(subdir_dir)
-    index_subdir(channel_dir, subdir, host.index_backend, host.conda_python)
+    index_subdir_apart(channel_dir, subdir, host.index_backend, host.conda_python)
     record_fingerprint(host.state_dir, channel, subdir, before)
     return "full"
+
+
+def _catch_up(host: HostConfig, channel: str, subdir: str) -> SubdirState | None:
+    """Index the subdir fully as it is, before the upload enters it; None if that failed.
+
+    rattler's full index reads each package it has not indexed yet whole into memory
+    (measured: 620 MB peak for one 256 MiB package). Run before placing, it never reads
+    the upload, which then enters by the in-place edit (streamed); and it runs in a child
+    process (about 90 MB even for an empty subdir), so the service stays small.
+    """
+    channel_dir = host.channels_root / channel
+    before = package_rows(channel_dir / subdir)
+    try:
+        index_subdir_apart(channel_dir, subdir, host.index_backend, host.conda_python)
+    except IndexFailed:
+        return None  # indexed after placing instead, as before: errors surface there
+    record_fingerprint(host.state_dir, channel, subdir, before)
+    return SubdirState.read(host, channel, subdir)
 
 
 def accept(
@@ -170,6 +189,11 @@ def accept(
     with guard.hold(host.state_dir, channel.name, lock_timeout):
         sweep_partials(channel_dir)
         state = SubdirState.read(host, channel.name, info.subdir)
+        caught_up = ""
+        if host.index_backend == "rattler" and not (state.fresh and editor.usable(subdir_dir)):
+            fresh = _catch_up(host, channel.name, info.subdir)
+            if fresh is not None:
+                state, caught_up = fresh, "full"
         current = existing_file(channel_dir, info.filename)
         if current is not None:
             same = (
@@ -179,6 +203,7 @@ def accept(
             )
             if same:
                 how = _bring_index_up_to_date(host, channel.name, info.subdir, state, None, editor)
+                how = caught_up or how
                 return Result("unchanged", info.subdir, info.filename, info.sha256, info.size, how)
             if not (overwrite and current.parent.name == info.subdir):
                 where = f"{current.parent.name}/{current.name}"
@@ -187,6 +212,7 @@ def accept(
         how = _bring_index_up_to_date(
             host, channel.name, info.subdir, state, (info.filename, record), editor
         )
+        how = caught_up or how
     status = "added" if current is None else "replaced"
     return Result(status, info.subdir, info.filename, info.sha256, info.size, how)
 

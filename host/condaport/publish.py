@@ -3,7 +3,8 @@
 `inventory` tells the playbook what the channel already holds, so only missing or changed
 files are uploaded. `place` validates every staged file, then renames the good ones into
 the subdir their own info/index.json names, under the channel lock. Nothing in the channel
-is touched by a refused file; staged files are removed once handled.
+is touched by a refused file; staged files are removed once handled. `publish` (see
+condaport.batch) does a whole playbook run in one process: unpack, place, prune, index.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from condaport.packages import (
 )
 
 EXIT_REJECTED = 3
+EXIT_VERSION = 4
 
 
 @dataclass
@@ -330,7 +332,58 @@ def _parser() -> argparse.ArgumentParser:
         help="newest versions to keep per package name and subdir, each with all its builds"
         " (default 0: keep everything)",
     )
+    run = sub.add_parser(
+        "publish",
+        parents=[common],
+        help="one playbook run: unpack a bundle, place, remove, prune, index and report",
+    )
+    run.add_argument("--channel", required=True)
+    run.add_argument("--bundle", type=Path, help="tar of package files (deleted once read)")
+    run.add_argument("--subdir", action="append", help="as for place")
+    run.add_argument("--overwrite", action="store_true")
+    run.add_argument("--all-or-nothing", action="store_true")
+    run.add_argument("--remove", action="append", default=[], help="a package file name")
+    run.add_argument("--keep-versions", type=int, default=0)
+    run.add_argument("--staging-max-age", default="1d", help="find syntax: 90, 30m, 12h, 1d")
+    run.add_argument(
+        "--expect-version",
+        help="fail unless the installed condaport is this version (the playbook's)",
+    )
     return parser
+
+
+def _publish_run(host: HostConfig, args: argparse.Namespace) -> int:
+    """`publish`: everything in one process; one JSON report on stdout, always."""
+    from condaport import batch
+
+    installed = batch.installed_version()
+    if args.expect_version and args.expect_version != installed:
+        print(
+            f"condaport-publish: condaport {installed} is installed on this host, but the"
+            f" playbook is condaport {args.expect_version}: converge the host first"
+            " (site.yml or playbooks/channel.yml)",
+            file=sys.stderr,
+        )
+        return EXIT_VERSION
+    report = batch.publish(
+        host,
+        args.channel,
+        bundle=args.bundle,
+        allowed_subdirs=_served_subdirs(host, args.channel, args.subdir),
+        overwrite=args.overwrite,
+        all_or_nothing=args.all_or_nothing,
+        remove=args.remove,
+        keep_versions=args.keep_versions,
+        staging_max_age=batch.age_seconds(args.staging_max_age),
+    )
+    print(json.dumps(report.as_dict()))
+    for entry in report.outcome.rejected:
+        print(f"refused {entry['file']}: {entry['reason']}", file=sys.stderr)
+    for error in report.errors:
+        print(f"condaport-publish: {error}", file=sys.stderr)
+    if report.errors:
+        return 1
+    return EXIT_REJECTED if report.outcome.rejected else 0
 
 
 def _served_subdirs(host: HostConfig, channel: str, given: list[str] | None) -> list[str] | None:
@@ -349,6 +402,15 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "inventory":
             print(json.dumps({"packages": inventory(host.channels_root, args.channel)}))
             return 0
+        if args.command == "publish":
+            if args.keep_versions < 0:
+                raise Rejected("the number of versions to keep must be 0 (all) or more")
+            for name in args.remove:
+                try:
+                    split_name(name)  # a path trick in a removal request is refused outright
+                except Rejected as exc:
+                    raise Rejected(f"cannot remove {name!r}: {exc}") from None
+            return _publish_run(host, args)
         if args.command == "prune":
             result = prune(
                 host.channels_root, host.state_dir, args.channel, args.remove, args.keep_versions

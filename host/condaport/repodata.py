@@ -225,7 +225,17 @@ class SubdirIndex:
             for section in _SECTIONS.values()
         }
         top = {k: v for k, v in data.items() if k not in encoded}
-        return _Parsed(signature, top, encoded)
+        parsed = _Parsed(signature, top, encoded)
+        self._parsed[subdir_dir] = parsed
+        return parsed
+
+    def usable(self, subdir_dir: Path) -> bool:
+        """Whether `update` can edit the subdir's repodata (read once, then kept)."""
+        try:
+            self._load(subdir_dir)
+        except RepodataUnusable:
+            return False
+        return True
 
     def update(self, subdir_dir: Path, filename: str, record: dict | None) -> None:
         """Set `filename` to `record` (None: remove it) and write repodata.json and .zst."""

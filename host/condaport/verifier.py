@@ -9,7 +9,8 @@ gone by the time a worker is free is dropped without hashing.
 
 The htpasswd files are the ones the condaport_nginx role renders (`<channel>.htpasswd`),
 re-read whenever one changes on disk. Passwords are never logged; denials are, with the
-user name, channel and client address.
+channel, the client address and the user name when the channel knows it. A name the
+channel does not know is logged as UNKNOWN_USER: people type passwords into the name field.
 """
 
 from __future__ import annotations
@@ -162,24 +163,30 @@ def basic_credentials(authorization: str | None) -> tuple[str, str] | None:
     return (user, password) if colon and user else None
 
 
+UNKNOWN_USER = "(not a user of this channel)"
+
+
 def verify(store: HtpasswdStore, channel: str, authorization: str | None) -> tuple[bool, str]:
-    """(allowed, user name or '') for a request to `channel`."""
+    """(allowed, who) for a request to `channel`: `who` is '' without credentials, the user
+    name when the channel has that user, and UNKNOWN_USER otherwise (never the raw name,
+    which may be a password typed into the wrong field)."""
     credentials = basic_credentials(authorization)
     if credentials is None:
         return False, ""
     user, password = credentials
     auth = store.channel(channel)
     hashed = auth.users.get(user)
+    who = user if user in auth.users else UNKNOWN_USER
     target = hashed or auth.decoy
     if target is None:
-        return False, user
+        return False, who
     try:
         ok = HASHES.verify(password, target)
     except (ValueError, TypeError):  # e.g. a password bcrypt refuses
         ok = False
     # Only the user's own, usable hash can allow; a decoy match (unknown user, empty or
     # malformed entry) never does.
-    return ok and hashed is not None, user
+    return ok and hashed is not None, who
 
 
 class VerifierServer(ThreadingHTTPServer):
@@ -294,13 +301,13 @@ class CheckHandler(BaseHTTPRequestHandler):
                 self.close_connection = True
                 self.server.note_overload("dropped (NGINX gone)")
                 return
-            allowed, user = verify(self.server.store, channel, self.headers.get("Authorization"))
+            allowed, who = verify(self.server.store, channel, self.headers.get("Authorization"))
         if allowed:
             self._answer(200)
             return
-        if user:
+        if who:
             client = self.headers.get("X-Condaport-Client", "?")
-            LOG.warning("denied user=%r channel=%r client=%s", user, channel, client)
+            LOG.warning("denied user=%r channel=%r client=%s", who, channel, client)
         self._answer(401, {"WWW-Authenticate": f'Basic realm="condaport {channel}"'})
 
     do_HEAD = do_GET  # noqa: N815

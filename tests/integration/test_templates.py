@@ -221,12 +221,21 @@ def throwaway_ssh_key(tmp_path: Path) -> tuple[str, str]:
     return private, f"conda.example.org {public}"
 
 
+def agent_runs(pid: str) -> bool:
+    """Whether ssh-agent `pid` still runs. A killed agent that nobody has reaped yet is a
+    zombie (state Z): it holds no key and no socket. The agent daemonizes, so its parent is
+    PID 1, and an init that does not reap promptly (CI containers) leaves zombies behind."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    command, _, rest = stat.partition(") ")
+    return command.endswith("(ssh-agent") and not rest.startswith(("Z", "X"))
+
+
 def assert_agent_gone(runner: Runner, pid: str | None = None) -> None:
     if pid:
-        assert (
-            not Path(f"/proc/{pid}").exists()
-            or "(ssh-agent)" not in Path(f"/proc/{pid}/stat").read_text()
-        ), f"ssh-agent {pid} still runs"
+        assert not agent_runs(pid), f"ssh-agent {pid} still runs"
     tmp = Path(runner.env["TMPDIR"])
     sockets = [*runner.temp.glob("ssh-agent.sock"), *tmp.glob("ssh-*/agent.*")]
     assert sockets == [], sockets

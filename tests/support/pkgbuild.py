@@ -170,3 +170,30 @@ def build_conda(
     if not produced.exists():
         raise RuntimeError(f"assemble_package did not write {produced.name}")
     return produced
+
+
+def build_large_conda(dest: Path, size: int, name: str = "large-blob") -> Path:
+    """A genuine .conda (rattler-build's writer) whose payload is `size` random
+    (incompressible) bytes, written to disk in pieces, never whole in memory."""
+    files = dest / "files"
+    blob = files / "share" / name / "blob.bin"
+    blob.parent.mkdir(parents=True)
+    with blob.open("wb") as handle:
+        left = size
+        while left:
+            piece = min(left, 16 << 20)
+            handle.write(os.urandom(piece))
+            left -= piece
+    rattler_build.assemble_package(
+        name=name,
+        version="1.0",
+        target_platform="noarch",
+        build_string="0",
+        output_dir=dest,
+        files_dir=files,
+        noarch="generic",
+        compression_level=1,  # random bytes do not compress: no point spending time on it
+        detect_prefix=False,
+    )
+    blob.unlink()
+    return dest / f"{name}-1.0-0.conda"

@@ -146,6 +146,22 @@ def test_denials_are_logged_without_the_password(ask, caplog) -> None:
     assert "hunter2-secret" not in caplog.text
 
 
+def test_a_name_the_channel_does_not_know_is_not_logged(ask, caplog) -> None:
+    # A password typed into the name field must not reach the journal: only the channel's
+    # own user names are logged. carol is a user, but of another channel.
+    with caplog.at_level(logging.INFO, logger="condaport-verifier"):
+        ask(
+            "/check/main",
+            _basic("Summer2026-typed-as-name", "x"),
+            **{"X-Condaport-Client": "192.0.2.8"},
+        )
+        ask("/check/main", _basic("carol", PASSWORD), **{"X-Condaport-Client": "192.0.2.9"})
+    assert "Summer2026-typed-as-name" not in caplog.text
+    assert "carol" not in caplog.text
+    assert caplog.text.count(verifier.UNKNOWN_USER) == 2
+    assert "192.0.2.8" in caplog.text and "192.0.2.9" in caplog.text
+
+
 def test_systemd_socket_requires_being_started_by_systemd(monkeypatch) -> None:
     monkeypatch.delenv("LISTEN_PID", raising=False)
     args = verifier.argparse.Namespace(systemd_socket=True, socket=None)

@@ -39,7 +39,7 @@ def test_a_killed_publish_leaves_a_valid_channel_and_a_rerun_completes_it(
     for n in range(300):
         build_tar_bz2(tmp_path, f"late{RUN}-{n:03d}")
     # Watched for up to 10 minutes: on a loaded machine the play takes minutes to get there.
-    watcher = kill_when_seen(channel.container, "condaport-publish place", timeout=600)
+    watcher = kill_when_seen(channel.container, "condaport-publish publish", timeout=600)
     job = start_playbook("publish.yml", {"condaport_publish_source_dir": str(tmp_path)})
     job.communicate(timeout=900)
     killed = int(watcher.communicate(timeout=900)[0].strip() or 0)
