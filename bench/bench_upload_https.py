@@ -28,6 +28,7 @@ from pathlib import Path
 
 from tests.support.client import run_install, write_auth_file
 from tests.support.pkgbuild import build_tar_bz2
+from tests.support.playbook import copy_to_host
 
 REPO = Path(__file__).resolve().parents[1]
 CONTAINER = "condaport-demo"
@@ -61,12 +62,7 @@ def fill(folder: Path, packages: int) -> None:
     for n in range(packages):
         build_tar_bz2(folder, f"fill{n:05d}")
     print(f"built {packages} packages in {time.perf_counter() - started:.1f} s")
-    subprocess.run(
-        f"tar -C {folder} -cf - . | podman exec -i {CONTAINER} "
-        f"tar -C {CHANNELS_ROOT}/bench/noarch --no-overwrite-dir -xf -",
-        shell=True,
-        check=True,
-    )
+    copy_to_host(CONTAINER, folder, f"{CHANNELS_ROOT}/bench/noarch")
     started = time.perf_counter()
     on_host("condaport-index", "run", "--channel", "bench")
     print(f"full index of bench ({packages} packages): {time.perf_counter() - started:.1f} s")

@@ -4,7 +4,7 @@
 # of its time waiting on round trips, so two lanes on two cores take little more than the
 # longer lane. Each scenario's output goes to artifacts/molecule-logs/<scenario>.log; a
 # failed scenario's log is printed whole, and a table of times ends the run.
-#   molecule/resources/run-scenarios.sh "default clients" "publishing uploading"
+#   molecule/resources/run-scenarios.sh "default edges" "publishing uploading clients"
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 logs=artifacts/molecule-logs

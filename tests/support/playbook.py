@@ -94,9 +94,11 @@ def on_host(container: str, *argv: str, check: bool = True) -> subprocess.Comple
 
 def copy_to_host(container: str, folder: Path, destination: str) -> None:
     """Copy a folder's files into a host folder behind every tool's back (as an operator's
-    cp or rsync would), as one tar stream."""
+    cp or rsync would), as one tar stream. The destination folder keeps its own owner and
+    mode, as it would under cp: tar would otherwise give it those of the source folder."""
     subprocess.run(
-        f"tar -C {folder} -cf - . | podman exec -i {container} tar -C {destination} -xf -",
+        f"tar -C {folder} -cf - . | podman exec -i {container} "
+        f"tar -C {destination} --no-overwrite-dir -xf -",
         shell=True,
         check=True,
     )
