@@ -113,8 +113,20 @@ def nginx_conf(prefix: Path, port: int, specs: list[str], tls: str) -> str:
     init_by_lua_block {{ require("condaport_auth").init(600, "{prefix}/verifier.sock") }}
 """
     load = "".join(f"load_module {module};" for module in LUA_MODULES) if cached else ""
+    server = f"""
+    server {{
+        listen 127.0.0.1:{port} {tls}
+        {" ".join(locations)}
+    }}
+"""
+    return throwaway_nginx_conf(prefix, verifier_mode + server, main_context=load)
+
+
+def throwaway_nginx_conf(prefix: Path, http: str, main_context: str = "") -> str:
+    """A whole NGINX configuration that keeps every file it writes under `prefix`, with
+    `http` as the body of its http block (no access log: the benches measure serving)."""
     return f"""
-{load}
+{main_context}
 worker_processes auto;
 pid {prefix}/nginx.pid;
 error_log {prefix}/error.log;
@@ -123,11 +135,7 @@ http {{
     access_log off;
     client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp;
     fastcgi_temp_path {prefix}/tmp; uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
-    {verifier_mode}
-    server {{
-        listen 127.0.0.1:{port} {tls}
-        {" ".join(locations)}
-    }}
+{http}
 }}
 """
 

@@ -28,7 +28,15 @@ from pathlib import Path
 
 import jinja2
 
-from bench.bench_auth import PASSWORD, USER, free_port, make_hash, self_signed, wrk
+from bench.bench_auth import (
+    PASSWORD,
+    USER,
+    free_port,
+    make_hash,
+    self_signed,
+    throwaway_nginx_conf,
+    wrk,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TEMPLATES = REPO / "roles" / "condaport_edge" / "templates" / "etc" / "nginx" / "condaport-edge"
@@ -76,15 +84,7 @@ def nginx_conf(prefix: Path, origin: int, edge: int, scheme: str) -> str:
         (prefix / "users.htpasswd").write_text(f"{USER}:{make_hash(scheme)}\n")
         auth = f'auth_basic "bench"; auth_basic_user_file {prefix}/users.htpasswd;'
     tls = self_signed(prefix)
-    return f"""
-worker_processes auto;
-pid {prefix}/nginx.pid;
-error_log {prefix}/error.log;
-events {{ worker_connections 1024; }}
-http {{
-    access_log off;
-    client_body_temp_path {prefix}/tmp; proxy_temp_path {prefix}/tmp;
-    fastcgi_temp_path {prefix}/tmp; uwsgi_temp_path {prefix}/tmp; scgi_temp_path {prefix}/tmp;
+    servers = f"""
     include {files["http"]};
     server {{
         listen 127.0.0.1:{origin} {tls}
@@ -95,8 +95,8 @@ http {{
         listen 127.0.0.1:{edge} {tls}
         location /main/ {{ {auth} include {files["package"]}; }}
     }}
-}}
 """
+    return throwaway_nginx_conf(prefix, servers)
 
 
 def main() -> int:

@@ -9,11 +9,25 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
+import sys
 from collections.abc import Mapping
 from pathlib import Path
 
+import pytest
+
 PROJECT = Path(__file__).resolve().parents[2]
+
+
+def ansible_playbook_path() -> str:
+    """The ansible-playbook of the Python running the tests (the project's venv), else the
+    one on PATH; the calling test is skipped when there is none."""
+    beside_python = Path(sys.executable).with_name("ansible-playbook")
+    found = str(beside_python) if beside_python.exists() else shutil.which("ansible-playbook")
+    if found is None:
+        pytest.skip("ansible-playbook is not installed")
+    return found
 
 
 def playbook_argv(

@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.support.playbook import ansible_playbook_path
 
 REPO = Path(__file__).resolve().parents[2]
 SECRET = "Upstream-TopSecret-4711"
@@ -68,14 +68,6 @@ def _cases(ca: Path) -> dict[str, tuple[dict, str | None]]:
     }
 
 
-def _ansible_playbook() -> str:
-    beside_python = Path(sys.executable).with_name("ansible-playbook")
-    found = str(beside_python) if beside_python.exists() else shutil.which("ansible-playbook")
-    if found is None:
-        pytest.skip("ansible-playbook is not installed")
-    return found
-
-
 @pytest.fixture(scope="module")
 def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, tuple[dict, str | None]]]:
     scratch = tmp_path_factory.mktemp("preflight")
@@ -106,7 +98,7 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, tuple[
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
     env.pop("ANSIBLE_FORCE_COLOR", None)
     result = subprocess.run(
-        [_ansible_playbook(), "-i", str(inventory), "--forks", "10", str(playbook)],
+        [ansible_playbook_path(), "-i", str(inventory), "--forks", "10", str(playbook)],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.certs import name_constraints, openssl_verify, sign_leaf
+from tests.support.playbook import ansible_playbook_path
 
 REPO = Path(__file__).resolve().parents[2]
 PLAYBOOK = """\
@@ -65,14 +66,6 @@ def _host_python() -> str:
     return sys.executable
 
 
-def _ansible_playbook() -> str:
-    beside_python = Path(sys.executable).with_name("ansible-playbook")
-    found = str(beside_python) if beside_python.exists() else shutil.which("ansible-playbook")
-    if found is None:
-        pytest.skip("ansible-playbook is not installed")
-    return found
-
-
 def run_role(tls_dir: Path, names: list[str], ips: list[str], *, check: bool = False) -> int:
     """Run generated.yml against `tls_dir`; return the play recap's changed count."""
     tls_dir.mkdir(exist_ok=True)
@@ -85,7 +78,7 @@ def run_role(tls_dir: Path, names: list[str], ips: list[str], *, check: bool = F
         "condaport_tls_server_ips": ips,
         "condaport_tls_ca_fetch_dir": "",
     }
-    argv = [_ansible_playbook(), "-i", "localhost,", "-e", json.dumps(extra), str(playbook)]
+    argv = [ansible_playbook_path(), "-i", "localhost,", "-e", json.dumps(extra), str(playbook)]
     env = dict(os.environ, ANSIBLE_CONFIG=str(REPO / "ansible.cfg"))
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
     result = subprocess.run(
