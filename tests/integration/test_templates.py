@@ -14,7 +14,7 @@ What only the CI platform does has a stand-in, named in each run's printed summa
   PATH, so the templates' own `pip install` lines fill it from PyPI.
 - SSH: the SSH variants run playbooks/publish.yml with the scenario's own Ansible
   inventory (MOLECULE_INVENTORY_FILE) in place of one that reaches the hosts by SSH; its
-  podman connection stands in for SSH. Their SSH agent step still runs, with a throwaway
+  container connection stands in for SSH. Their SSH agent step still runs, with a throwaway
   key and known_hosts line, and must clean up after itself, but nothing connects through it.
 - anaconda.org is unreachable from here: every run asserts its step or job is skipped
   when nothing asks for it, which is the templates' default.
@@ -109,11 +109,13 @@ def runner(ci_bin: Path, tmp_path: Path) -> Runner:
         "LANG": "C.UTF-8",
         "CURL_ARGV_LOG": str(curl_log),
     }
-    # The runner's own settings: this machine's pip configuration (index, certificate)
-    # and podman's, which the SSH stand-in uses.
+    # The runner's own settings: this machine's pip configuration (index, certificate);
+    # and what the SSH stand-in uses: podman's configuration and the connection plugin
+    # the scenario's inventory names.
     env.update({k: v for k, v in os.environ.items() if k.startswith("PIP_")})
-    if "CONTAINERS_CONF" in os.environ:
-        env["CONTAINERS_CONF"] = os.environ["CONTAINERS_CONF"]
+    for name in ("CONTAINERS_CONF", "ANSIBLE_CONNECTION_PLUGINS"):
+        if name in os.environ:
+            env[name] = os.environ[name]
     return Runner(dirs["workspace"], dirs["temp"], dirs["home"], env, curl_log)
 
 
@@ -317,7 +319,7 @@ def test_gitlab_template_publishes_with_an_upload_token(
     assert_secret_free(outcome, runner, token)
 
 
-# -- playbooks/publish.yml (SSH; the podman connection stands in) ---------------------------
+# -- playbooks/publish.yml (SSH; the container connection stands in) ---------------------------
 
 
 def test_github_actions_ssh_template_publishes_with_the_playbook(
