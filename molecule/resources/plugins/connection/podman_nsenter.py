@@ -72,5 +72,5 @@ class Connection(NsenterConnection):
             cmd = " ".join([*clean, cmd])
         else:
             cmd = [*clean, *cmd]
-        self._connect()
+        # The base class connects (self._connect) before nsenter's own code runs.
         return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
