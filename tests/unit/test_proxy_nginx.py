@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import http.client
 import json
+import os
 import shutil
 import ssl
 import subprocess
@@ -135,6 +136,12 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     (www / "conda-forge/channeldata.json").write_text('{"generation": 1}')
     (www / "conda-forge/noarch" / PACKAGE).write_bytes(b"package-bytes")
     (www / "public/noarch/repodata.json").write_text('{"public": 1}')
+    # NGINX's Last-Modified and ETag count whole seconds (and the size), so a same-size
+    # rewrite within the second would revalidate as unchanged: date the originals back.
+    an_hour_ago = time.time() - 3600
+    for served in www.rglob("*"):
+        if served.is_file():
+            os.utime(served, (an_hour_ago, an_hour_ago))
     (prefix / "upstream.htpasswd").write_text(f"mirror:{_hash(MIRROR_PASSWORD)}\n")
 
     upstream_port, port = free_port(), free_port()
