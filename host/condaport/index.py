@@ -27,6 +27,7 @@ from pathlib import Path
 from condaport.browse import PAGE, write_channel_page
 from condaport.cli import exit_now
 from condaport.config import CHANNEL_NAME, ConfigError, host_options, resolve
+from condaport.files import dated_after_their_predecessors
 from condaport.locking import LockTimeout, channel_lock
 from condaport.packages import SUFFIXES, Rejected, check_archive_index
 
@@ -204,6 +205,26 @@ def index_subdir(
     force: bool = False,
 ) -> None:
     """Index one subdir; with force, read every package again (some were replaced)."""
+    with dated_after_their_predecessors(index_files(channel_dir, subdir)):
+        _index_with(backend, channel_dir, subdir, conda_python, force)
+    if not (channel_dir / subdir / "repodata.json").exists():
+        raise IndexFailed(f"{backend} wrote no repodata.json for {channel_dir.name}/{subdir}")
+
+
+def index_files(channel_dir: Path, subdir: str) -> list[Path]:
+    """What an index backend may rewrite: the subdir's files that are not packages (nor
+    dot files), and the channel's channeldata.json."""
+    subdir_files = [
+        path
+        for path in (channel_dir / subdir).glob("*")
+        if path.is_file() and not path.name.startswith(".") and not path.name.endswith(SUFFIXES)
+    ]
+    return [*sorted(subdir_files), channel_dir / "channeldata.json"]
+
+
+def _index_with(
+    backend: str, channel_dir: Path, subdir: str, conda_python: str | None, force: bool
+) -> None:
     if backend == "rattler":
         _index_with_rattler(channel_dir, subdir, force)
     elif backend == "conda-index":
@@ -216,8 +237,6 @@ def index_subdir(
         _index_with_conda_index(channel_dir, subdir, conda_python)
     else:
         raise IndexFailed(f"unknown backend {backend!r}")
-    if not (channel_dir / subdir / "repodata.json").exists():
-        raise IndexFailed(f"{backend} wrote no repodata.json for {channel_dir.name}/{subdir}")
 
 
 def index_subdir_apart(

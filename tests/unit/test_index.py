@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -57,6 +58,23 @@ def test_only_the_subdir_that_changed_is_indexed(channel) -> None:
     repodata = json.loads((root / "main" / "noarch" / "repodata.json").read_text())
     assert package.name in repodata["packages.conda"]
     assert (root / "main" / "linux-64" / "repodata.json").stat().st_mtime_ns == untouched
+
+
+def test_a_rewritten_index_is_dated_after_the_one_it_replaced(channel) -> None:
+    # NGINX's ETag and Last-Modified count the mtime in whole seconds: an index rewritten
+    # in the same second as the one before would revalidate as unchanged on every edge,
+    # proxy channel and client. A predecessor dated ahead of the clock stands for "written
+    # earlier this second".
+    root, state = channel
+    index.run(root, state, None)
+    noarch = root / "main" / "noarch"
+    ahead = int(time.time()) + 100
+    for name in ("repodata.json", "repodata.json.zst"):
+        os.utime(noarch / name, (ahead, ahead))
+    build_conda(noarch, "fresh")
+    assert index.run(root, state, None) == {"main": ["noarch"]}
+    for name in ("repodata.json", "repodata.json.zst"):
+        assert int((noarch / name).stat().st_mtime) == ahead + 1, name
 
 
 def test_removing_a_package_makes_the_subdir_stale(channel) -> None:
