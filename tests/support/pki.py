@@ -4,7 +4,7 @@ An operator's PKI issues every channel host and edge a certificate from one CA, 
 clients trust one CA whichever edge a balancer picks; the scenario plays that PKI on the
 controller. Existing files are kept, so a second run (idempotence) changes nothing.
 
-Usage: python tests/support/pki.py DIR HOST [HOST...]
+Usage: python -m tests.support.pki DIR HOST [HOST...]   (from the project's root)
 writes DIR/ca.crt, DIR/ca.key and DIR/HOST.crt + DIR/HOST.key for each HOST, valid for
 HOST, localhost and 127.0.0.1.
 """
@@ -12,43 +12,24 @@ HOST, localhost and 127.0.0.1.
 from __future__ import annotations
 
 import datetime
-import ipaddress
 import sys
 from pathlib import Path
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import NameOID
+
+from tests.support.certs import new_key, sign_leaf
 
 DAYS = 30
-
-
-def _write_key(path: Path) -> ec.EllipticCurvePrivateKey:
-    key = ec.generate_private_key(ec.SECP256R1())
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.PKCS8,
-        serialization.NoEncryption(),
-    )
-    path.write_bytes(pem)
-    path.chmod(0o600)
-    return key
 
 
 def _name(text: str) -> x509.Name:
     return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
 
 
-def _san(name: str) -> x509.GeneralName:
-    try:
-        return x509.IPAddress(ipaddress.ip_address(name))
-    except ValueError:
-        return x509.DNSName(name)
-
-
 def make_ca(folder: Path) -> None:
-    key = _write_key(folder / "ca.key")
+    key = new_key(folder / "ca.key")
     now = datetime.datetime.now(datetime.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -69,28 +50,14 @@ def make_ca(folder: Path) -> None:
 
 
 def make_leaf(folder: Path, host: str) -> None:
-    ca_cert = x509.load_pem_x509_certificate((folder / "ca.crt").read_bytes())
-    ca_key = serialization.load_pem_private_key((folder / "ca.key").read_bytes(), password=None)
-    key = _write_key(folder / f"{host}.key")
-    now = datetime.datetime.now(datetime.UTC)
-    names = [host, "localhost", "127.0.0.1"]
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name(host))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=DAYS))
-        .add_extension(x509.SubjectAlternativeName([_san(n) for n in names]), False)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key()), False
-        )
-        .sign(ca_key, hashes.SHA256())
+    sign_leaf(
+        folder / "ca.crt",
+        folder / "ca.key",
+        [host, "localhost", "127.0.0.1"],
+        folder / f"{host}.crt",
+        key_out=folder / f"{host}.key",
+        days=DAYS,
     )
-    (folder / f"{host}.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
 def main(argv: list[str]) -> int:
