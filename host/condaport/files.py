@@ -1,10 +1,12 @@
-"""Replacing a served file so that readers see the old one or the new one, whole.
+"""Replacing a served file so that readers see the old one or the new one, whole, and
+so that caches holding the old one see that it changed.
 
-A replacement is also dated at least one whole second after the file it replaces. NGINX's
-Last-Modified and ETag (mtime in seconds, and size) are what edges, proxy channels and
-clients revalidate with: an index rewritten within the same second at the same size (a
-new version string of the same length in channeldata.json, say) would otherwise answer
-304 and leave every cached copy stale.
+Edges, proxy channels and clients revalidate index files with NGINX's ETag (the mtime in
+whole seconds, and the size) and Last-Modified; NGINX answers 304 when both still match.
+An index rewritten within the same second at the same size (a version string of the same
+length in channeldata.json, a package swapped for a same-size build) would look unchanged
+and stay stale in every cache. Such a replacement is dated one second after the file it
+replaces; any other keeps the clock's time, so dates drift ahead only in that rare case.
 """
 
 from __future__ import annotations
@@ -13,24 +15,32 @@ import os
 import tempfile
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
-# (inode, mtime in ns) of a file as it was, to tell whether it has been replaced since.
-Identity = tuple[int, int]
+
+@dataclass(frozen=True)
+class _Served:
+    """What NGINX derives its validators from, and what tells a replacement apart."""
+
+    second: int
+    size: int
+    identity: tuple[int, int]  # inode, mtime in ns
 
 
-def _seconds_and_identity(path: Path) -> tuple[int, Identity] | None:
+def _served(path: Path) -> _Served | None:
     try:
         stat = os.stat(path)
     except FileNotFoundError:
         return None
-    return int(stat.st_mtime), (stat.st_ino, stat.st_mtime_ns)
+    return _Served(int(stat.st_mtime), stat.st_size, (stat.st_ino, stat.st_mtime_ns))
 
 
-def _date_after(path: Path, previous_second: int) -> None:
-    """Move `path`'s mtime past `previous_second` if the clock has not got there yet."""
-    if int(os.stat(path).st_mtime) <= previous_second:
-        later = previous_second + 1
+def _date_after(path: Path, previous: _Served) -> None:
+    """Date `path` a second after `previous` if NGINX would give both the same ETag."""
+    now = _served(path)
+    if now is not None and now.size == previous.size and now.second <= previous.second:
+        later = previous.second + 1
         os.utime(path, (later, later))
 
 
@@ -45,9 +55,9 @@ def replace_atomically(target: Path, content: bytes) -> None:
             handle.flush()
             os.fchmod(handle.fileno(), 0o644)
             os.fsync(handle.fileno())
-        before = _seconds_and_identity(target)
+        before = _served(target)
         if before is not None:
-            _date_after(partial, before[0])
+            _date_after(partial, before)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -57,18 +67,12 @@ def replace_atomically(target: Path, content: bytes) -> None:
 @contextmanager
 def dated_after_their_predecessors(paths: Iterable[Path]) -> Iterator[None]:
     """For writers that are not ours (the index backends): each of `paths` replaced or
-    rewritten inside the block ends up dated after the file it replaced."""
-    before = {path: _seconds_and_identity(path) for path in paths}
+    rewritten inside the block is dated as `replace_atomically` dates its files."""
+    before = {path: _served(path) for path in paths}
     try:
         yield
     finally:
-        _date_replaced(before)
-
-
-def _date_replaced(before: dict[Path, tuple[int, Identity] | None]) -> None:
-    for path, previous in before.items():
-        if previous is None:
-            continue
-        now = _seconds_and_identity(path)
-        if now is not None and now[1] != previous[1]:
-            _date_after(path, previous[0])
+        for path, previous in before.items():
+            now = _served(path)
+            if previous is not None and now is not None and now.identity != previous.identity:
+                _date_after(path, previous)

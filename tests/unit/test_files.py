@@ -1,6 +1,5 @@
-"""Replacing served files: whole, and dated after what they replace (NGINX's ETag and
-Last-Modified count whole seconds, so a same-second, same-size rewrite would look unchanged
-to every cache that revalidates)."""
+"""Replacing served files: whole, and dated after what they replace when NGINX's ETag
+(the mtime in whole seconds, and the size) would otherwise not change."""
 
 from __future__ import annotations
 
@@ -24,6 +23,15 @@ def test_a_replacement_in_the_same_second_is_dated_one_second_later(tmp_path: Pa
     assert target.read_bytes() == b'{"generation": 2}'
     assert int(target.stat().st_mtime) == ahead + 1
     assert target.stat().st_mode & 0o777 == 0o644
+
+
+def test_a_replacement_of_another_size_keeps_the_clocks_time(tmp_path: Path) -> None:
+    target = tmp_path / "repodata.json"
+    target.write_bytes(b'{"generation": 1}')
+    ahead = int(time.time()) + 100
+    _date(target, ahead)
+    replace_atomically(target, b'{"generation": 10}')  # its ETag differs by the size
+    assert target.stat().st_mtime <= time.time() + 1
 
 
 def test_a_replacement_of_an_older_file_keeps_the_clocks_time(tmp_path: Path) -> None:

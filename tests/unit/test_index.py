@@ -60,21 +60,39 @@ def test_only_the_subdir_that_changed_is_indexed(channel) -> None:
     assert (root / "main" / "linux-64" / "repodata.json").stat().st_mtime_ns == untouched
 
 
-def test_a_rewritten_index_is_dated_after_the_one_it_replaced(channel) -> None:
-    # NGINX's ETag and Last-Modified count the mtime in whole seconds: an index rewritten
-    # in the same second as the one before would revalidate as unchanged on every edge,
-    # proxy channel and client. A predecessor dated ahead of the clock stands for "written
-    # earlier this second".
+def test_a_same_size_rewrite_of_the_index_is_dated_after_the_one_it_replaced(
+    channel, tmp_path: Path
+) -> None:
+    # NGINX's ETag is the mtime in whole seconds and the size: an index rewritten in the
+    # same second at the same size would revalidate as unchanged on every edge, proxy
+    # channel and client. A package swapped for a same-size build gives such a rewrite;
+    # an index dated ahead of the clock stands for "written earlier this second".
+    root, state = channel
+    noarch = root / "main" / "noarch"
+    first, second = build_same_size_twins(tmp_path / "twins", "twin")
+    shutil.copy2(first, noarch / first.name)
+    index.run(root, state, None)
+    ahead = int(time.time()) + 100
+    names = ("repodata.json", "repodata.json.zst")
+    sizes = {name: (noarch / name).stat().st_size for name in names}
+    for name in names:
+        os.utime(noarch / name, (ahead, ahead))
+    os.replace(second, noarch / first.name)
+    assert index.run(root, state, None) == {"main": ["noarch"]}
+    assert (noarch / "repodata.json").stat().st_size == sizes["repodata.json"]
+    for name in names:
+        now = (noarch / name).stat()
+        assert int(now.st_mtime) == ahead + 1 or now.st_size != sizes[name], name
+
+
+def test_an_index_that_grew_keeps_the_clocks_time(channel) -> None:
     root, state = channel
     index.run(root, state, None)
     noarch = root / "main" / "noarch"
-    ahead = int(time.time()) + 100
-    for name in ("repodata.json", "repodata.json.zst"):
-        os.utime(noarch / name, (ahead, ahead))
     build_conda(noarch, "fresh")
-    assert index.run(root, state, None) == {"main": ["noarch"]}
-    for name in ("repodata.json", "repodata.json.zst"):
-        assert int((noarch / name).stat().st_mtime) == ahead + 1, name
+    before = time.time()
+    index.run(root, state, None)
+    assert before - 1 <= (noarch / "repodata.json").stat().st_mtime <= time.time() + 1
 
 
 def test_removing_a_package_makes_the_subdir_stale(channel) -> None:

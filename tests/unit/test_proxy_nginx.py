@@ -24,6 +24,7 @@ from pathlib import Path
 import pytest
 
 from bench.bench_auth import free_port, self_signed
+from condaport.files import replace_atomically
 from tests.support.render import Renderer
 
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -66,6 +67,16 @@ class Setup:
         path = self.prefix / "upstream.log"
         lines = path.read_text().splitlines() if path.exists() else []
         return [json.loads(line) for line in lines]
+
+    def upstream_saw(self, uri: str) -> list[dict]:
+        """The upstream's log entries for `uri`, once there is one. NGINX logs a request
+        after it has answered it, so the proxy's reply can come first."""
+        deadline = time.monotonic() + 5
+        while True:
+            seen = [entry for entry in self.upstream_log() if entry["uri"] == uri]
+            if seen or time.monotonic() > deadline:
+                return seen
+            time.sleep(0.02)
 
 
 def reader() -> dict[str, str]:
@@ -241,7 +252,7 @@ def test_the_channel_serves_its_upstream_with_the_channels_own_credential(setup:
     assert first.status == 200, (first.status, first.body)
     assert first.body == b'{"generation": 1}'
     assert first.headers[CACHE] == "MISS"
-    seen = [e for e in setup.upstream_log() if e["uri"] == "/conda-forge/noarch/repodata.json"]
+    seen = setup.upstream_saw("/conda-forge/noarch/repodata.json")
     expected = base64.b64encode(f"mirror:{MIRROR_PASSWORD}".encode()).decode()
     assert [e["authorization"] for e in seen] == [f"Basic {expected}"]
     assert seen[0]["cookie"] == "" and seen[0]["api_key"] == ""
@@ -263,7 +274,7 @@ def test_the_channels_own_access_rules_apply(setup: Setup) -> None:
     # An anonymous proxy channel: no credentials, and none sent upstream.
     public = setup.get("/open/noarch/repodata.json")
     assert public.status == 200 and public.body == b'{"public": 1}'
-    seen = [e for e in setup.upstream_log() if e["uri"] == "/public/noarch/repodata.json"]
+    seen = setup.upstream_saw("/public/noarch/repodata.json")
     assert [e["authorization"] for e in seen] == [""]
 
 
@@ -280,17 +291,37 @@ def test_packages_stay_and_index_files_refresh_after_the_validity(setup: Setup) 
         # NGINX counts validity in whole seconds: up to one more.
         time.sleep(VALIDITY + 1.2)
         fresh = setup.get(f"/forge/{path}", reader())
-        assert fresh.body == b'{"generation": 2}', path
+        assert fresh.body == b'{"generation": 2}', (path, fresh.headers[CACHE])
         assert fresh.headers[CACHE] == "EXPIRED", path
     # A package left alone for the same time is still a hit.
     assert setup.get(url, reader()).headers[CACHE] == "HIT"
+
+
+def test_a_same_second_same_size_republish_upstream_reaches_the_proxy(setup: Setup) -> None:
+    # The upstream's index written twice in one second at one size: NGINX's ETag and
+    # Last-Modified would not change, so the proxy's revalidation would get a 304 and keep
+    # the old index, unless the rewrite is dated after it (as condaport's writers do).
+    served = setup.upstream_www / "conda-forge/noarch/current_repodata.json"
+    url = "/forge/noarch/current_repodata.json"
+    time.sleep(1.02 - time.time() % 1)  # all three steps early in one second
+    replace_atomically(served, b'{"generation": 1}')
+    assert setup.get(url, reader()).body == b'{"generation": 1}'
+    replace_atomically(served, b'{"generation": 2}')
+    time.sleep(VALIDITY + 1.2)
+    fresh = setup.get(url, reader())
+    assert fresh.body == b'{"generation": 2}', fresh.headers[CACHE]
 
 
 def test_only_conda_paths_reach_the_upstream(setup: Setup) -> None:
     before = len(setup.upstream_log())
     for hostile in ("/forge/noarch/a%0d%0aX-Injected:%201", "/forge/noarch/a%20b"):
         assert setup.get(hostile, reader()).status == 404, hostile
-    assert len(setup.upstream_log()) == before
+    # A request that does go upstream, after them: once it is logged, so would they be.
+    setup.get("/forge/noarch/marker-1.0-0.conda", reader())
+    assert setup.upstream_saw("/conda-forge/noarch/marker-1.0-0.conda")
+    assert [e["uri"] for e in setup.upstream_log()[before:]] == [
+        "/conda-forge/noarch/marker-1.0-0.conda"
+    ]
 
 
 def test_uploads_to_a_proxy_channel_answer_405_with_a_reason(setup: Setup) -> None:
