@@ -150,6 +150,23 @@ def wait_installable(tiers: Tiers, spec: str, tmp_path: Path, limit: float = 90)
         time.sleep(0.3)
 
 
+def stop_host(container: str) -> dict[str, str]:
+    """`podman stop` a host; returns its address on each network, to start it at again."""
+    inspected = podman("inspect", container, "--format", "{{json .NetworkSettings.Networks}}")
+    addresses = {name: net["IPAddress"] for name, net in json.loads(inspected.stdout).items()}
+    podman("stop", "--time", "5", container)
+    return addresses
+
+
+def start_host(container: str, addresses: dict[str, str]) -> None:
+    """Start a stopped host at the addresses it had, as a rebooted host comes back (podman
+    would hand out new ones, which the others would only learn from a reload)."""
+    for network, address in addresses.items():
+        podman("network", "disconnect", network, container)
+        podman("network", "connect", "--ip", address, network, container)
+    podman("start", container)
+
+
 def wait_healthy(container: str, port: int, limit: float = 60) -> None:
     start = time.monotonic()
     url = f"https://localhost:{port}/.well-known/condaport/health"
@@ -305,16 +322,18 @@ def test_losing_an_edge_fails_no_install(tiers: Tiers, tmp_path: Path) -> None:
     upload(tiers, build_conda(tmp_path / "dist", name))
     wait_installable(tiers, name, tmp_path)
     victim = tiers.edges[-1]
-    stopper = threading.Thread(target=lambda: podman("stop", "--time", "5", victim))
+    addresses: dict[str, str] = {}
+    stopper = threading.Thread(target=lambda: addresses.update(stop_host(victim)))
     results = []
     try:
         for i in range(8):
             if i == 1:
                 stopper.start()
             results.append(install(tiers, tiers.balancer_url, name, tmp_path))
-        stopper.join()
     finally:
-        podman("start", victim)
+        if stopper.is_alive() or addresses:
+            stopper.join()
+            start_host(victim, addresses)
     failures = [r.stderr[-500:] for r in results if r.returncode != 0]
     print(
         f"\ninstalls through the balancer while {victim} stopped: {len(results)},"
@@ -331,7 +350,7 @@ def test_while_the_primary_is_down_edges_serve_what_they_hold(tiers: Tiers, tmp_
     wait_installable(tiers, name, tmp_path)
     for edge in tiers.edges:
         warm(tiers, edge, [f"noarch/{package.name}"])
-    podman("stop", "--time", "5", tiers.primary)
+    addresses = stop_host(tiers.primary)
     try:
         time.sleep(tiers.index_validity + 1)
         result = install(tiers, tiers.balancer_url, name, tmp_path)
@@ -344,13 +363,19 @@ def test_while_the_primary_is_down_edges_serve_what_they_hold(tiers: Tiers, tmp_
         # The credentials are still checked while the primary is away.
         assert get(tiers, f"{tiers.edge_url}/main/noarch/repodata.json", None).status == 401
     finally:
-        podman("start", tiers.primary)
+        start_host(tiers.primary, addresses)
     wait_healthy(tiers.primary, 21443)
     # Back at its address: the edges take it back by themselves (no reload), and a new
     # publish reaches the clients through them again.
     later = f"edgeback-{RUN}"
-    upload(tiers, build_conda(tmp_path / "dist", later))
+    later_package = build_conda(tmp_path / "dist", later)
+    upload(tiers, later_package)
     waited = wait_installable(tiers, later, tmp_path)
+    # Each edge, not only the one the balancer picked, fetches from the primary again.
+    auth = basic("reader", tiers.passwords["reader"])["Authorization"]
+    for edge in tiers.edges:
+        url = f"https://localhost:{edge_port(tiers, edge)}/main/noarch/{later_package.name}"
+        assert fetch_inside(edge, url, auth) == 200, edge
     print(
         f"\nafter the primary came back, a publish installed through the balancer in {waited:.1f} s"
     )
