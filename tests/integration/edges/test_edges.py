@@ -150,20 +150,21 @@ def wait_installable(tiers: Tiers, spec: str, tmp_path: Path, limit: float = 90)
         time.sleep(0.3)
 
 
-def stop_host(container: str) -> dict[str, str]:
-    """`podman stop` a host; returns its address on each network, to start it at again."""
+def stop_host(container: str) -> dict[str, tuple[str, str]]:
+    """`podman stop` a host; returns its (IP, MAC) on each network, to start it with again."""
     inspected = podman("inspect", container, "--format", "{{json .NetworkSettings.Networks}}")
-    addresses = {name: net["IPAddress"] for name, net in json.loads(inspected.stdout).items()}
+    networks = json.loads(inspected.stdout)
     podman("stop", "--time", "5", container)
-    return addresses
+    return {name: (net["IPAddress"], net["MacAddress"]) for name, net in networks.items()}
 
 
-def start_host(container: str, addresses: dict[str, str]) -> None:
-    """Start a stopped host at the addresses it had, as a rebooted host comes back (podman
-    would hand out new ones, which the others would only learn from a reload)."""
-    for network, address in addresses.items():
+def start_host(container: str, addresses: dict[str, tuple[str, str]]) -> None:
+    """Start a stopped host with the addresses it had, as a rebooted host comes back. Podman
+    would hand out a new IP, which the others learn only from a reload, and a new MAC,
+    which they learn only when their neighbour entry for the IP expires."""
+    for network, (ip, mac) in addresses.items():
         podman("network", "disconnect", network, container)
-        podman("network", "connect", "--ip", address, network, container)
+        podman("network", "connect", "--ip", ip, "--mac-address", mac, network, container)
     podman("start", container)
 
 
@@ -322,7 +323,7 @@ def test_losing_an_edge_fails_no_install(tiers: Tiers, tmp_path: Path) -> None:
     upload(tiers, build_conda(tmp_path / "dist", name))
     wait_installable(tiers, name, tmp_path)
     victim = tiers.edges[-1]
-    addresses: dict[str, str] = {}
+    addresses: dict[str, tuple[str, str]] = {}
     stopper = threading.Thread(target=lambda: addresses.update(stop_host(victim)))
     results = []
     try:
