@@ -17,6 +17,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from stat import S_ISREG
 
 
 @dataclass(frozen=True)
@@ -29,19 +30,23 @@ class _Served:
 
 
 def _served(path: Path) -> _Served | None:
+    """The file at `path` itself, or None if there is none or it is not a regular file: a
+    link planted where an index file goes must not lead the dating to another file."""
     try:
-        stat = os.stat(path)
+        stat = os.lstat(path)
     except FileNotFoundError:
+        return None
+    if not S_ISREG(stat.st_mode):
         return None
     return _Served(int(stat.st_mtime), stat.st_size, (stat.st_ino, stat.st_mtime_ns))
 
 
-def _date_after(path: Path, previous: _Served) -> None:
-    """Date `path` a second after `previous` if NGINX would give both the same ETag."""
-    now = _served(path)
-    if now is not None and now.size == previous.size and now.second <= previous.second:
+def _date_after(path: Path, now: _Served, previous: _Served) -> None:
+    """Date `path` (now as `now`) a second after `previous` if NGINX would give both the
+    same ETag."""
+    if now.size == previous.size and now.second <= previous.second:
         later = previous.second + 1
-        os.utime(path, (later, later))
+        os.utime(path, (later, later), follow_symlinks=False)
 
 
 def replace_atomically(target: Path, content: bytes) -> None:
@@ -55,9 +60,9 @@ def replace_atomically(target: Path, content: bytes) -> None:
             handle.flush()
             os.fchmod(handle.fileno(), 0o644)
             os.fsync(handle.fileno())
-        before = _served(target)
-        if before is not None:
-            _date_after(partial, before)
+        before, written = _served(target), _served(partial)
+        if before is not None and written is not None:
+            _date_after(partial, written, before)
         os.replace(partial, target)
     except BaseException:
         partial.unlink(missing_ok=True)
@@ -75,4 +80,4 @@ def dated_after_their_predecessors(paths: Iterable[Path]) -> Iterator[None]:
         for path, previous in before.items():
             now = _served(path)
             if previous is not None and now is not None and now.identity != previous.identity:
-                _date_after(path, previous)
+                _date_after(path, now, previous)

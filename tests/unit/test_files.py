@@ -61,3 +61,18 @@ def test_files_others_rewrite_in_the_block_are_dated_after_their_predecessors(
     assert int(replaced.stat().st_mtime) == ahead + 1
     assert int(untouched.stat().st_mtime) == ahead
     assert int(new.stat().st_mtime) <= time.time() + 1
+
+
+def test_a_link_in_place_of_an_index_file_leads_the_dating_nowhere(tmp_path: Path) -> None:
+    # Root indexes folders other accounts may write to: a link there, re-pointed while the
+    # backend runs, must not get root to change another file's date.
+    first, second, link = tmp_path / "first", tmp_path / "second", tmp_path / "repodata.json"
+    ahead = int(time.time()) + 100
+    for target in (first, second):
+        target.write_bytes(b"same size")
+        _date(target, ahead)
+    link.symlink_to(first)
+    with dated_after_their_predecessors([link]):
+        link.unlink()
+        link.symlink_to(second)
+    assert int(second.stat().st_mtime) == ahead
