@@ -1,8 +1,10 @@
 """One publish run in one process: `condaport-publish publish`.
 
-playbooks/publish.yml uploads the CI folder as one tar bundle and runs this once; every
-step that used to be a task of its own (a round trip each) happens here: abandoned staging
-is swept, the bundle unpacked into a private staging folder and deleted, the packages
+playbooks/publish.yml uploads the CI folder as one tar bundle into root's private inbox
+and runs this once, as root. Root only opens and deletes the bundle there (`take_bundle`),
+then the command becomes the writer account (condaport.account) and does the rest from
+the open file: abandoned staging is swept, the bundle unpacked into a private staging
+folder, the packages
 validated and placed under the channel lock (`condaport.publish.place`), removals and
 retention applied (`condaport.publish.prune`), the channel's stale subdirs indexed
 (`condaport.index.run`, as the `condaport channel changed` handler did), and one JSON
@@ -20,12 +22,20 @@ import time
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import BinaryIO
 
 from condaport import index
 from condaport.config import HostConfig
-from condaport.locking import LockTimeout
+from condaport.locking import LockTimeout, channel_lock
 from condaport.packages import Rejected
-from condaport.publish import Outcome, place, prune
+from condaport.publish import (
+    Outcome,
+    Validated,
+    discard_staged,
+    place_validated,
+    prune,
+    validate,
+)
 
 _AGE = re.compile(r"^([0-9]+)([smhdw]?)$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -51,16 +61,9 @@ def age_seconds(text: str) -> int:
     return int(found.group(1)) * _UNIT[found.group(2)]
 
 
-def private_folder(path: Path) -> Path:
-    """`path` as a folder only this process's user controls, made if missing (0700).
-
-    The staging root is shared with the upload service's group (2770), so any member could
-    put a link or a folder of its own where a channel's staging belongs; root would then
-    sweep or unpack through it. Anything but our own real, private folder is refused."""
-    try:
-        path.mkdir(mode=0o700)
-    except FileExistsError:
-        pass
+def private_folder_of_this_user(path: Path, what: str) -> None:
+    """Refuse `path` unless it is a real folder of this process's user that no one else
+    may write."""
     info = path.lstat()
     if (
         not stat.S_ISDIR(info.st_mode)
@@ -68,22 +71,35 @@ def private_folder(path: Path) -> Path:
         or info.st_mode & (stat.S_IWGRP | stat.S_IWOTH)
     ):
         raise PermissionError(
-            f"staging folder {path} is not a private folder of this user (a link, or"
-            " writable by others): remove it and publish again"
+            f"{what} {path} is not a private folder of this user (a link, or writable by"
+            " others): remove it, converge the host, and publish again"
         )
+
+
+def private_folder(path: Path) -> Path:
+    """`path` as a folder only this process's user controls, made if missing (0700).
+
+    Anything but our own real, private folder is refused: a link or a folder someone else
+    put where a channel's staging belongs would lead the sweep or the unpacking elsewhere."""
+    try:
+        path.mkdir(mode=0o700)
+    except FileExistsError:
+        pass
+    private_folder_of_this_user(path, "staging folder")
     return path
 
 
-def sweep_staging(staging_root: Path, channel: str, max_age: int, keep: Path | None) -> list[str]:
-    """Delete what killed runs left: staging folders of the channel and publish bundles,
-    once older than `max_age` seconds. A live run's are younger (or `keep`)."""
+def sweep_staging(staging_root: Path, channel: str, max_age: int) -> list[str]:
+    """Delete what killed runs left in the channel's staging, once older than `max_age`
+    seconds (a live run's folder is younger). Runs as the writer, in its own tree."""
     cutoff = time.time() - max_age
     gone = []
     candidates = list(private_folder(staging_root / channel).iterdir())
+    # Bundles of versions that uploaded them into staging.
     candidates += staging_root.glob(f"{BUNDLE_PREFIX}{channel}-*.tar")
     for path in candidates:
         try:
-            if path == keep or path.lstat().st_mtime > cutoff:
+            if path.lstat().st_mtime > cutoff:
                 continue
             if path.is_dir() and not path.is_symlink():
                 shutil.rmtree(path)
@@ -95,7 +111,36 @@ def sweep_staging(staging_root: Path, channel: str, max_age: int, keep: Path | N
     return gone
 
 
-def unpack(bundle: Path, staging: Path) -> list[dict[str, str]]:
+def take_bundle(path: Path, channel: str, max_age: int) -> tuple[BinaryIO, list[str]]:
+    """Open the playbook's bundle and delete its name; also delete the channel's bundles
+    that killed runs left, once older than `max_age` seconds. Returns the open bundle and
+    what was swept.
+
+    This is the part of a publish that runs as root, so the inbox must be a folder only
+    root can write (the playbook uploads there); anything else is refused, as is a bundle
+    that is not a regular file of that folder. Everything after works on the open file.
+    """
+    inbox = path.parent
+    private_folder_of_this_user(inbox, "publish inbox")
+    cutoff = time.time() - max_age
+    swept = []
+    for old in inbox.glob(f"{BUNDLE_PREFIX}{channel}-*.tar"):
+        if old != path and old.lstat().st_mtime <= cutoff:
+            old.unlink(missing_ok=True)
+            swept.append(str(old))
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot open the bundle {path}: {exc.strerror}") from None
+    bundle = os.fdopen(descriptor, "rb")
+    if not stat.S_ISREG(os.fstat(descriptor).st_mode):
+        bundle.close()
+        raise PermissionError(f"the bundle {path} is not a regular file")
+    path.unlink()
+    return bundle, swept
+
+
+def unpack(bundle: BinaryIO, staging: Path) -> list[dict[str, str]]:
     """Extract the bundle's regular files, by bare name, into `staging`.
 
     The bundle is written by the playbook from a CI folder, yet read as hostile: only
@@ -105,7 +150,7 @@ def unpack(bundle: Path, staging: Path) -> list[dict[str, str]]:
     refused = []
     private_folder(staging.parent)
     staging.mkdir(mode=0o700)
-    with tarfile.open(bundle, "r:") as archive:
+    with tarfile.open(fileobj=bundle, mode="r:") as archive:
         for member in archive:
             name = member.name.removeprefix("./")
             if not name or "/" in name or name in (".", ".."):
@@ -163,11 +208,51 @@ class Report:
         }
 
 
+def _place_prune_index(
+    host: HostConfig,
+    channel: str,
+    checked: Validated,
+    report: Report,
+    *,
+    overwrite: bool,
+    all_or_nothing: bool,
+    remove: list[str],
+    keep_versions: int,
+) -> None:
+    """The steps of a publish that change the channel; the caller holds its lock."""
+    channel_dir = host.channels_root / channel
+    try:
+        report.outcome = place_validated(
+            channel_dir, checked, overwrite=overwrite, all_or_nothing=all_or_nothing
+        )
+    except OSError as exc:
+        report.errors.append(str(exc))
+    if (remove or keep_versions > 0) and not report.errors:
+        try:
+            pruned = prune(host.channels_root, host.state_dir, channel, remove, keep_versions)
+            report.removed, report.not_found = pruned["removed"], pruned["not_found"]
+        except OSError as exc:
+            report.errors.append(str(exc))
+    try:
+        done = index.run(
+            host.channels_root,
+            host.state_dir,
+            [channel],
+            backend=host.index_backend,
+            conda_python=host.conda_python,
+            quarantined=report.quarantined,
+        )
+        report.indexed = [f"{channel}/{subdir}" for subdir in done.get(channel, [])]
+    except (index.IndexFailed, OSError) as exc:
+        report.errors.append(str(exc))
+
+
 def publish(
     host: HostConfig,
     channel: str,
     *,
-    bundle: Path | None = None,
+    bundle: BinaryIO | None = None,
+    run_name: str = "run",
     allowed_subdirs: list[str] | None = None,
     overwrite: bool = False,
     all_or_nothing: bool = False,
@@ -182,50 +267,45 @@ def publish(
     if not channel_dir.is_dir():
         raise FileNotFoundError(f"channel {channel!r} does not exist under {host.channels_root}")
     report = Report()
-    staging_root = host.staging_root or (bundle.parent if bundle else None)
-    if staging_root is not None and staging_root.is_dir():
+    staging_root = host.staging_root or host.channels_root.parent / "staging"
+    if staging_root.is_dir():
         try:
-            report.swept = sweep_staging(staging_root, channel, staging_max_age, bundle)
+            report.swept = sweep_staging(staging_root, channel, staging_max_age)
         except OSError as exc:
             report.errors.append(str(exc))
-    if bundle is not None:
-        staging = (staging_root or bundle.parent) / channel / bundle.name.removesuffix(".tar")
-        try:
-            refused = unpack(bundle, staging)
-            if not (all_or_nothing and refused):
-                report.outcome = place(
-                    host.channels_root,
-                    host.state_dir,
-                    channel,
-                    staging,
-                    allowed_subdirs,
-                    overwrite=overwrite,
-                    all_or_nothing=all_or_nothing,
-                )
-            report.outcome.rejected[:0] = refused
-        except (OSError, LockTimeout, tarfile.TarError) as exc:
-            report.errors.append(str(exc))
-        finally:
-            bundle.unlink(missing_ok=True)
-            # Never through a planted link (unpack refused to use one).
-            if not staging.parent.is_symlink():
-                shutil.rmtree(staging, ignore_errors=True)
-    if (remove or keep_versions > 0) and not report.errors:
-        try:
-            pruned = prune(host.channels_root, host.state_dir, channel, remove or [], keep_versions)
-            report.removed, report.not_found = pruned["removed"], pruned["not_found"]
-        except (OSError, LockTimeout) as exc:
-            report.errors.append(str(exc))
+    staged: list[Path] = []
+    checked = Validated()
+    staging = staging_root / channel / run_name
     try:
-        done = index.run(
-            host.channels_root,
-            host.state_dir,
-            [channel],
-            backend=host.index_backend,
-            conda_python=host.conda_python,
-            quarantined=report.quarantined,
-        )
-        report.indexed = [f"{channel}/{subdir}" for subdir in done.get(channel, [])]
-    except (index.IndexFailed, OSError, LockTimeout) as exc:
+        if bundle is not None:
+            try:
+                checked.rejected = unpack(bundle, staging)
+                if not (all_or_nothing and checked.rejected):
+                    staged, validated = validate(channel_dir, staging, allowed_subdirs)
+                    checked.accepted = validated.accepted
+                    checked.rejected += validated.rejected
+            except (OSError, tarfile.TarError) as exc:
+                report.errors.append(str(exc))
+            finally:
+                bundle.close()
+        # One hold from placing to indexing: no upload's catch-up index runs in between
+        # (it would index a replaced file's name from its old record).
+        with channel_lock(host.state_dir, channel):
+            _place_prune_index(
+                host,
+                channel,
+                checked,
+                report,
+                overwrite=overwrite,
+                all_or_nothing=all_or_nothing,
+                remove=remove or [],
+                keep_versions=keep_versions,
+            )
+    except LockTimeout as exc:
         report.errors.append(str(exc))
+    finally:
+        discard_staged(staged)
+        # Never through a planted link (unpack refused to use one).
+        if bundle is not None and not staging.parent.is_symlink():
+            shutil.rmtree(staging, ignore_errors=True)
     return report

@@ -41,6 +41,9 @@ class HostConfig:
     index_backend: str = "rattler"
     conda_python: str | None = None
     channels: tuple[ChannelConfig, ...] = field(default_factory=tuple)
+    # The account that writes inside the trees (condaport.account): root's commands
+    # become it before touching them. None only outside a converged host.
+    writer: str | None = None
 
     def channel(self, name: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -73,6 +76,7 @@ def parse(data: dict, source: str = "configuration") -> HostConfig:
             index_backend=str(data.get("index_backend", "rattler")),
             conda_python=data.get("conda_python") or None,
             channels=tuple(_channel(c) for c in data.get("channels", [])),
+            writer=str(data["writer"]) if data.get("writer") else None,
         )
     except KeyError as missing:
         raise ConfigError(f"{source} lacks {missing}") from None

@@ -19,15 +19,17 @@ import hashlib
 import json
 import os
 import shutil
+import stat
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from condaport.account import AccountError, become_writer
 from condaport.browse import PAGE, write_channel_page
 from condaport.cli import exit_now
 from condaport.config import CHANNEL_NAME, ConfigError, host_options, resolve
-from condaport.files import dated_after_their_predecessors
+from condaport.files import dated_after_their_predecessors, replace_atomically
 from condaport.locking import LockTimeout, channel_lock
 from condaport.packages import SUFFIXES, Rejected, check_archive_index
 
@@ -107,19 +109,21 @@ def _rows_file(state_dir: Path, channel: str, subdir: str) -> Path:
     return state_dir / "fingerprints" / channel / f"{subdir}.files.json"
 
 
-def _write_atomically(target: Path, text: str) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    partial = target.with_name(f".{target.name}.partial")
-    partial.write_text(text)
-    os.replace(partial, target)
-
-
 def record_fingerprint(state_dir: Path, channel: str, subdir: str, rows: Rows) -> None:
+    target = fingerprint_file(state_dir, channel, subdir)
+    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The rows first: the fingerprint is what marks the subdir as done.
-    _write_atomically(
-        _rows_file(state_dir, channel, subdir), json.dumps({k: list(v) for k, v in rows.items()})
-    )
-    _write_atomically(fingerprint_file(state_dir, channel, subdir), rows_digest(rows) + "\n")
+    rows_json = json.dumps({k: list(v) for k, v in rows.items()})
+    replace_atomically(_rows_file(state_dir, channel, subdir), rows_json.encode())
+    replace_atomically(target, (rows_digest(rows) + "\n").encode())
+
+
+def replaced_since_indexed(state_dir: Path, channel: str, subdir: str, rows: Rows) -> bool:
+    """Whether a file the last index saw under a name is now another file of that name
+    (or whether that is unknown): the index must then read every record again, since
+    the backends keep the record of a name they already list."""
+    previous = _recorded_rows(state_dir, channel, subdir)
+    return previous is None or any(n in previous and previous[n] != r for n, r in rows.items())
 
 
 def _recorded_rows(state_dir: Path, channel: str, subdir: str) -> Rows | None:
@@ -131,12 +135,15 @@ def _recorded_rows(state_dir: Path, channel: str, subdir: str) -> Rows | None:
         return None
 
 
-def _quarantine(channel_dir: Path, subdir: str, filename: str, reason: str) -> dict[str, str]:
+def quarantine(channel_dir: Path, subdir: str, filename: str, reason: str) -> dict[str, str]:
     """Move a file the indexer cannot read out of the served tree; nothing is deleted."""
     folder = channel_dir / QUARANTINE / subdir
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for level in (channel_dir / QUARANTINE, folder):
+        if not stat.S_ISDIR(os.lstat(level).st_mode):
+            raise IndexFailed(f"{level} is not a folder (a link?): remove it, then index again")
     target = folder / filename
-    if target.exists():
+    if os.path.lexists(target):
         target = folder / f"{filename}.{time.time_ns()}"
     os.rename(channel_dir / subdir / filename, target)
     moved_to = str(target.relative_to(channel_dir.parent))
@@ -159,7 +166,7 @@ def screen(channel_dir: Path, subdir: str, filenames: list[str]) -> list[dict[st
                 )
         except Rejected as exc:
             if path.is_file():
-                moved.append(_quarantine(channel_dir, subdir, filename, str(exc)))
+                moved.append(quarantine(channel_dir, subdir, filename, str(exc)))
     return moved
 
 
@@ -240,7 +247,7 @@ def _index_with(
 
 
 def index_subdir_apart(
-    channel_dir: Path, subdir: str, backend: str, conda_python: str | None
+    channel_dir: Path, subdir: str, backend: str, conda_python: str | None, *, force: bool = False
 ) -> None:
     """`index_subdir` in a short-lived child process, for long-running services.
 
@@ -250,6 +257,7 @@ def index_subdir_apart(
     """
     argv = [sys.executable, "-m", "condaport.index", "subdir", str(channel_dir), subdir]
     argv += ["--backend", backend] + (["--conda-python", conda_python] if conda_python else [])
+    argv += ["--force"] if force else []
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         said = result.stderr.strip().splitlines()
@@ -277,7 +285,7 @@ def _index_screened(
     changed = sorted(n for n, row in rows.items() if previous is None or previous.get(n) != row)
     quarantined = screen(channel_dir, subdir, changed)
     rows = package_rows(subdir_dir)  # taken before indexing: a later change stays stale
-    replaced = previous is None or any(n in previous and previous[n] != r for n, r in rows.items())
+    replaced = replaced_since_indexed(state_dir, channel, subdir, rows)
     try:
         index_subdir(channel_dir, subdir, backend, conda_python, force=force or replaced)
     except IndexFailed:
@@ -365,6 +373,7 @@ def _parser() -> argparse.ArgumentParser:
     one.add_argument("subdir")
     one.add_argument("--backend", choices=["rattler", "conda-index"], default="rattler")
     one.add_argument("--conda-python")
+    one.add_argument("--force", action="store_true", help="read every package again")
     gone = sub.add_parser(
         "forget", parents=[common], help="drop the index state of a channel removed from the host"
     )
@@ -376,13 +385,16 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "subdir":
         try:
-            index_subdir(args.channel_dir, args.subdir, args.backend, args.conda_python)
+            index_subdir(
+                args.channel_dir, args.subdir, args.backend, args.conda_python, force=args.force
+            )
         except (IndexFailed, OSError) as exc:
             print(f"condaport-index: {exc}", file=sys.stderr)
             return 1
         return 0
     try:
         host = resolve(args.config, args.channels_root, args.state_dir)
+        become_writer(host.writer)
         if args.command == "status":
             stale = {}
             for channel in channel_names(host.channels_root, args.channel):
@@ -405,7 +417,7 @@ def main(argv: list[str] | None = None) -> int:
                 quarantined=quarantined,
             )
             print(json.dumps({"indexed": indexed, "quarantined": quarantined}))
-    except (IndexFailed, LockTimeout, ConfigError, OSError) as exc:
+    except (IndexFailed, LockTimeout, ConfigError, AccountError, OSError) as exc:
         print(f"condaport-index: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -29,14 +29,14 @@ from condaport.index import (
     fingerprint_file,
     index_subdir_apart,
     package_rows,
+    quarantine,
     record_fingerprint,
+    replaced_since_indexed,
     rows_digest,
 )
 from condaport.locking import LockTimeout, channel_lock
-from condaport.packages import PackageInfo, inspect_package, sha256_of
-from condaport.publish import _existing as existing_file
-from condaport.publish import _move_into_place as move_into_place
-from condaport.publish import sweep_partials
+from condaport.packages import PackageInfo, Rejected, inspect_package, sha256_of
+from condaport.publish import existing_file, move_into_place, sweep_partials
 
 
 class Conflict(RuntimeError):
@@ -133,9 +133,28 @@ def _bring_index_up_to_date(
             return "incremental"
     # As condaport-index run does: the fingerprint taken before indexing is recorded after.
     before = package_rows(subdir_dir)
-    index_subdir_apart(channel_dir, subdir, host.index_backend, host.conda_python)
-    record_fingerprint(host.state_dir, channel, subdir, before)
+    try:
+        _index_fully(host, channel, subdir, before)
+    except IndexFailed as exc:
+        if change is None or change[1] is None:
+            raise
+        # The file just placed is what the index could not read: it leaves the served
+        # tree, the subdir is indexed without it, and the uploader is told why (422).
+        quarantine(channel_dir, subdir, change[0], str(exc))
+        _index_fully(host, channel, subdir, package_rows(subdir_dir))
+        raise Rejected(
+            f"the indexer could not read the package, so it was not published: {exc}"
+        ) from None
     return "full"
+
+
+def _index_fully(host: HostConfig, channel: str, subdir: str, rows: Rows) -> None:
+    """Index the subdir in a child process as `condaport-index run` would (every record
+    read again when a file was replaced under a name), then record `rows`."""
+    force = replaced_since_indexed(host.state_dir, channel, subdir, rows)
+    channel_dir = host.channels_root / channel
+    index_subdir_apart(channel_dir, subdir, host.index_backend, host.conda_python, force=force)
+    record_fingerprint(host.state_dir, channel, subdir, rows)
 
 
 def _catch_up(host: HostConfig, channel: str, subdir: str) -> SubdirState | None:
@@ -146,13 +165,11 @@ def _catch_up(host: HostConfig, channel: str, subdir: str) -> SubdirState | None
     the upload, which then enters by the in-place edit (streamed); and it runs in a child
     process (about 90 MB even for an empty subdir), so the service stays small.
     """
-    channel_dir = host.channels_root / channel
-    before = package_rows(channel_dir / subdir)
+    before = package_rows(host.channels_root / channel / subdir)
     try:
-        index_subdir_apart(channel_dir, subdir, host.index_backend, host.conda_python)
+        _index_fully(host, channel, subdir, before)
     except IndexFailed:
         return None  # indexed after placing instead, as before: errors surface there
-    record_fingerprint(host.state_dir, channel, subdir, before)
     return SubdirState.read(host, channel, subdir)
 
 

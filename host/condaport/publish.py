@@ -15,9 +15,12 @@ import json
 import os
 import shutil
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import BinaryIO
 
+from condaport.account import AccountError, become_writer
 from condaport.cli import exit_now
 from condaport.config import CHANNEL_NAME, ConfigError, HostConfig, host_options, resolve
 from condaport.locking import LockTimeout, channel_lock
@@ -99,9 +102,12 @@ def sweep_partials(channel_dir: Path) -> list[Path]:
     They are never served (dot files) nor indexed, but they waste disk.
     """
     swept = []
-    for partial in channel_dir.glob("*/.*.partial"):
-        partial.unlink(missing_ok=True)
-        swept.append(partial)
+    with os.scandir(channel_dir) as subdirs:
+        folders = [Path(e.path) for e in subdirs if e.is_dir(follow_symlinks=False)]
+    for folder in folders:
+        for partial in folder.glob(".*.partial"):
+            partial.unlink(missing_ok=True)
+            swept.append(partial)
     return swept
 
 
@@ -175,7 +181,7 @@ def prune(
         sweep_partials(channel_dir)
         wanted = set(remove)
         for name in remove:
-            current = _existing(channel_dir, name)
+            current = existing_file(channel_dir, name)
             if current is not None:
                 current.unlink()
                 removed.append(f"{current.parent.name}/{name}")
@@ -190,7 +196,7 @@ def prune(
     return {"removed": sorted(removed), "not_found": sorted(wanted)}
 
 
-def _existing(channel_dir: Path, filename: str) -> Path | None:
+def existing_file(channel_dir: Path, filename: str) -> Path | None:
     """Where a file of this name already lives in the channel, whatever its subdir."""
     for subdir_dir in channel_dir.iterdir():
         candidate = subdir_dir / filename
@@ -199,30 +205,132 @@ def _existing(channel_dir: Path, filename: str) -> Path | None:
     return None
 
 
-def _move_into_place(source: Path, target: Path) -> None:
-    """Atomic for readers: the final name appears whole, with mode 0644, or not at all."""
-    partial = target.with_name(f".{target.name}.partial")
+def move_into_place(source: Path, target: Path) -> None:
+    """Atomic for readers: the final name appears whole, with mode 0644, or not at all.
+
+    The mode is set on an open descriptor before the rename, never on a name afterwards:
+    nothing can be swapped in between. Across file systems the copy goes to a temp file
+    of a fresh, unguessable name (mkstemp) beside the target.
+    """
     try:
+        descriptor = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError as exc:
+        raise OSError(exc.errno, f"cannot open staged {source.name}: {exc.strerror}") from None
+    with os.fdopen(descriptor, "rb") as reader:
+        os.fchmod(reader.fileno(), 0o644)
         try:
-            os.rename(source, partial)
+            os.rename(source, target)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
                 raise
-            with source.open("rb") as reader, partial.open("wb") as writer:
-                shutil.copyfileobj(reader, writer, 1 << 20)
-                writer.flush()
-                os.fsync(writer.fileno())
-            source.unlink()
-        os.chmod(partial, 0o644)
-        os.replace(partial, target)
-    except OSError:
-        partial.unlink(missing_ok=True)  # a full disk must not leave half a package behind
-        raise
-    directory = os.open(target.parent, os.O_RDONLY)
+            _copy_into_place(reader, source, target)
+    directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
     try:
         os.fsync(directory)
     finally:
         os.close(directory)
+
+
+def _copy_into_place(reader: BinaryIO, source: Path, target: Path) -> None:
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
+    partial = Path(name)
+    try:
+        with os.fdopen(fd, "wb") as writer:
+            shutil.copyfileobj(reader, writer, 1 << 20)
+            writer.flush()
+            os.fchmod(writer.fileno(), 0o644)
+            os.fsync(writer.fileno())
+        os.replace(partial, target)
+    except BaseException:
+        partial.unlink(missing_ok=True)  # a full disk must not leave half a package behind
+        raise
+    source.unlink()
+
+
+@dataclass
+class Validated:
+    """Staged files checked outside the lock: the good ones, and why others were refused."""
+
+    accepted: list[tuple[Path, PackageInfo]] = field(default_factory=list)
+    rejected: list[dict[str, str]] = field(default_factory=list)
+
+
+def validate(
+    channel_dir: Path, staging: Path, allowed_subdirs: list[str] | None
+) -> tuple[list[Path], Validated]:
+    """Every staged file checked (slow: each is unpacked), before any lock is taken."""
+    if allowed_subdirs is None:
+        # Never trust the package's own subdir field to name a folder: only the channel's
+        # subdirs, as plain names, may receive files.
+        allowed_subdirs = sorted(
+            p.name for p in channel_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+    staged = sorted(p for p in staging.iterdir())
+    checked = Validated()
+    for path in staged:
+        try:
+            info = inspect_package(path, allowed_subdirs)
+            if not (channel_dir / info.subdir).is_dir():
+                raise Rejected(
+                    f"subdir {info.subdir!r} does not exist in channel {channel_dir.name!r}"
+                )
+            checked.accepted.append((path, info))
+        except Rejected as exc:
+            checked.rejected.append({"file": path.name, "reason": str(exc)})
+        except OSError as exc:
+            checked.rejected.append({"file": path.name, "reason": f"unreadable: {exc}"})
+    return staged, checked
+
+
+def place_validated(
+    channel_dir: Path,
+    checked: Validated,
+    *,
+    overwrite: bool = False,
+    all_or_nothing: bool = False,
+) -> Outcome:
+    """Rename the accepted files into their subdirs; the caller holds the channel lock."""
+    outcome = Outcome(rejected=list(checked.rejected))
+    sweep_partials(channel_dir)
+    # Decided under the lock: another publisher may have placed the same name meanwhile.
+    to_place: list[tuple[Path, PackageInfo, bool]] = []
+    for path, info in checked.accepted:
+        current = existing_file(channel_dir, info.filename)
+        if current is None:
+            to_place.append((path, info, False))
+        elif current.parent.name == info.subdir and sha256_of(current) == info.sha256:
+            outcome.unchanged.append(f"{info.subdir}/{info.filename}")
+        elif overwrite and current.parent.name == info.subdir:
+            to_place.append((path, info, True))
+        else:
+            where = f"{current.parent.name}/{current.name}"
+            outcome.rejected.append(
+                {
+                    "file": path.name,
+                    "reason": f"{where} is already in the channel with different content"
+                    + ("" if overwrite else " (set overwrite to replace it)"),
+                }
+            )
+    if all_or_nothing and outcome.rejected:
+        return outcome
+    for path, info, replacing in to_place:
+        try:
+            move_into_place(path, channel_dir / info.subdir / info.filename)
+        except OSError as exc:
+            raise OSError(
+                exc.errno, f"placing {info.subdir}/{info.filename} failed: {exc.strerror}"
+            ) from exc
+        (outcome.replaced if replacing else outcome.added).append(f"{info.subdir}/{info.filename}")
+    return outcome
+
+
+def discard_staged(staged: list[Path]) -> None:
+    """Handled, refused or interrupted by an error: staged copies never linger."""
+    for path in staged:
+        if path.is_file() or path.is_symlink():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
 
 
 def place(
@@ -235,71 +343,18 @@ def place(
     overwrite: bool = False,
     all_or_nothing: bool = False,
 ) -> Outcome:
+    """Validate every staged file, then place the good ones under the channel lock."""
     channel_dir = channels_root / channel
     if not channel_dir.is_dir():
         raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
-    if allowed_subdirs is None:
-        # Never trust the package's own subdir field to name a folder: only the channel's
-        # subdirs, as plain names, may receive files.
-        allowed_subdirs = sorted(
-            p.name for p in channel_dir.iterdir() if p.is_dir() and not p.name.startswith(".")
-        )
-    outcome = Outcome()
-    staged = sorted(p for p in staging.iterdir())
+    staged, checked = validate(channel_dir, staging, allowed_subdirs)
     try:
-        accepted: list[tuple[Path, PackageInfo]] = []
-        for path in staged:
-            try:
-                info = inspect_package(path, allowed_subdirs)
-                if not (channel_dir / info.subdir).is_dir():
-                    raise Rejected(f"subdir {info.subdir!r} does not exist in channel {channel!r}")
-                accepted.append((path, info))
-            except Rejected as exc:
-                outcome.rejected.append({"file": path.name, "reason": str(exc)})
-            except OSError as exc:
-                outcome.rejected.append({"file": path.name, "reason": f"unreadable: {exc}"})
-
         with channel_lock(state_dir, channel):
-            sweep_partials(channel_dir)
-            # Decided under the lock: another publisher may have placed the same name meanwhile.
-            to_place: list[tuple[Path, PackageInfo, bool]] = []
-            for path, info in accepted:
-                current = _existing(channel_dir, info.filename)
-                if current is None:
-                    to_place.append((path, info, False))
-                elif current.parent.name == info.subdir and sha256_of(current) == info.sha256:
-                    outcome.unchanged.append(f"{info.subdir}/{info.filename}")
-                elif overwrite and current.parent.name == info.subdir:
-                    to_place.append((path, info, True))
-                else:
-                    where = f"{current.parent.name}/{current.name}"
-                    outcome.rejected.append(
-                        {
-                            "file": path.name,
-                            "reason": f"{where} is already in the channel with different content"
-                            + ("" if overwrite else " (set overwrite to replace it)"),
-                        }
-                    )
-            if not (all_or_nothing and outcome.rejected):
-                for path, info, replacing in to_place:
-                    try:
-                        _move_into_place(path, channel_dir / info.subdir / info.filename)
-                    except OSError as exc:
-                        raise OSError(
-                            exc.errno,
-                            f"placing {info.subdir}/{info.filename} failed: {exc.strerror}",
-                        ) from exc
-                    (outcome.replaced if replacing else outcome.added).append(
-                        f"{info.subdir}/{info.filename}"
-                    )
+            return place_validated(
+                channel_dir, checked, overwrite=overwrite, all_or_nothing=all_or_nothing
+            )
     finally:
-        # Handled, refused or interrupted by an error: staged copies never linger.
-        for path in staged:
-            if path.is_file() or path.is_symlink():
-                path.unlink()
-            elif path.is_dir():
-                shutil.rmtree(path, ignore_errors=True)
-    return outcome
+        discard_staged(staged)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -365,10 +420,18 @@ def _publish_run(host: HostConfig, args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_VERSION
+    bundle, swept = None, []
+    if args.bundle is not None:
+        # As root, in root's own inbox: the only step that does not run as the writer.
+        bundle, swept = batch.take_bundle(
+            args.bundle, args.channel, batch.age_seconds(args.staging_max_age)
+        )
+    become_writer(host.writer)
     report = batch.publish(
         host,
         args.channel,
-        bundle=args.bundle,
+        bundle=bundle,
+        run_name=args.bundle.name.removesuffix(".tar") if args.bundle else "run",
         allowed_subdirs=_served_subdirs(host, args.channel, args.subdir),
         overwrite=args.overwrite,
         all_or_nothing=args.all_or_nothing,
@@ -376,6 +439,7 @@ def _publish_run(host: HostConfig, args: argparse.Namespace) -> int:
         keep_versions=args.keep_versions,
         staging_max_age=batch.age_seconds(args.staging_max_age),
     )
+    report.swept[:0] = swept
     print(json.dumps(report.as_dict()))
     for entry in report.outcome.rejected:
         print(f"refused {entry['file']}: {entry['reason']}", file=sys.stderr)
@@ -399,6 +463,8 @@ def main(argv: list[str] | None = None) -> int:
         host = resolve(args.config, args.channels_root, args.state_dir)
         if not CHANNEL_NAME.match(args.channel):
             raise Rejected(f"{args.channel!r} is not a channel name")
+        if args.command != "publish":
+            become_writer(host.writer)
         if args.command == "inventory":
             print(json.dumps({"packages": inventory(host.channels_root, args.channel)}))
             return 0
@@ -426,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             all_or_nothing=args.all_or_nothing,
         )
-    except (LockTimeout, OSError, Rejected, ConfigError) as exc:
+    except (LockTimeout, OSError, Rejected, ConfigError, AccountError) as exc:
         print(f"condaport-publish: {exc}", file=sys.stderr)
         return 1
     print(json.dumps(outcome.as_dict()))

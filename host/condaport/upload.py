@@ -34,6 +34,7 @@ import re
 import secrets
 import shutil
 import socket
+import stat
 import sys
 import threading
 import time
@@ -185,8 +186,10 @@ class UploadService:
     def sweep_staging(self) -> None:
         """At start no upload is under way: whatever a killed process left is garbage."""
         root = self.staging_root()
-        if not root.is_dir():
-            return
+        root.mkdir(mode=0o700, exist_ok=True)
+        info = root.lstat()
+        if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.geteuid():
+            raise ConfigError(f"{root} is not this service's own folder (a link?): remove it")
         for leftover in root.iterdir():
             shutil.rmtree(leftover, ignore_errors=True)
             LOG.info("removed abandoned staging folder %s", leftover.name)
