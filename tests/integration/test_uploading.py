@@ -757,17 +757,22 @@ def test_no_upload_token_is_stored_anywhere_but_the_root_only_map(site: Site) ->
     assert mode == ["root", "root", "600"]
 
 
-def test_files_either_writer_made_stay_readable_and_replaceable(site: Site) -> None:
-    """Uploads (the service's user) and index runs (root) share the tree and the lock."""
+def test_index_runs_started_by_root_write_as_the_writer_account(site: Site) -> None:
+    """Uploads (the service) and index runs (started by root, run as the writer) share the
+    tree and the lock; everything in it belongs to the one writer account, 0644 for NGINX."""
     result = on_host(site, "condaport-index", "run", "--force", "--channel", "main")
     assert result.returncode == 0, result.stderr
     stat = on_host(site, "stat", "-c", "%U %G %a %n", f"{TREE}/main/noarch/repodata.json").stdout
     owner, group, mode, _ = stat.split()
-    assert (owner, group, mode) == ("root", "condaport-writers", "644"), stat
+    assert (owner, group, mode) == ("condaport", "condaport", "644"), stat
     uploaded = on_host(
         site, "sh", "-c", f"stat -c '%U %a' {TREE}/main/noarch/quick-*-1.0-0.tar.bz2 | sort -u"
     ).stdout.split("\n")
-    assert {line for line in uploaded if line} == {"condaport-upload 644"}
+    assert {line for line in uploaded if line} == {"condaport 644"}
+    foreign = on_host(
+        site, "find", TREE, "/srv/condaport/staging", "/var/lib/condaport", "!", "-user", "condaport"
+    ).stdout.split()
+    assert foreign == [], foreign
     # And the service replaces what root's index run wrote, under the same lock.
     package = build_tar_bz2(Path(tempfile.mkdtemp()), f"after-root-{RUN}")
     assert put(site, "uploader", "main", package).status == 201
