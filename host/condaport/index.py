@@ -137,11 +137,15 @@ def _recorded_rows(state_dir: Path, channel: str, subdir: str) -> Rows | None:
 
 def quarantine(channel_dir: Path, subdir: str, filename: str, reason: str) -> dict[str, str]:
     """Move a file the indexer cannot read out of the served tree; nothing is deleted."""
-    folder = channel_dir / QUARANTINE / subdir
-    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
-    for level in (channel_dir / QUARANTINE, folder):
-        if not stat.S_ISDIR(os.lstat(level).st_mode):
-            raise IndexFailed(f"{level} is not a folder (a link?): remove it, then index again")
+    folder = channel_dir
+    for part in (QUARANTINE, subdir):  # one level at a time: never into a link
+        folder = folder / part
+        try:
+            folder.mkdir(mode=0o700)
+        except FileExistsError:
+            pass
+        if not stat.S_ISDIR(os.lstat(folder).st_mode):
+            raise IndexFailed(f"{folder} is not a folder (a link?): remove it, then index again")
     target = folder / filename
     if os.path.lexists(target):
         target = folder / f"{filename}.{time.time_ns()}"
