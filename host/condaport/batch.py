@@ -223,7 +223,11 @@ def _place_prune_index(
     channel_dir = host.channels_root / channel
     try:
         report.outcome = place_validated(
-            channel_dir, checked, overwrite=overwrite, all_or_nothing=all_or_nothing
+            channel_dir,
+            host.state_dir,
+            checked,
+            overwrite=overwrite,
+            all_or_nothing=all_or_nothing,
         )
     except OSError as exc:
         report.errors.append(str(exc))

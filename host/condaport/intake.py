@@ -36,6 +36,7 @@ from condaport.index import (
 )
 from condaport.locking import LockTimeout, channel_lock
 from condaport.packages import PackageInfo, Rejected, inspect_package, sha256_of
+from condaport.provenance import forget_files, record_placement
 from condaport.publish import existing_file, move_into_place, sweep_partials
 
 
@@ -185,13 +186,15 @@ def accept(
     lock_timeout: float,
     editor: repodata.SubdirIndex,
     validating: AbstractContextManager[object] | None = None,
+    uploader_without_delete_right: str | None = None,
 ) -> Result:
     """Validate the staged file and make it installable; raises Rejected (bad package),
     WrongSubdir, Conflict or LockTimeout. The staged file is moved or left for the caller.
 
     `validating` bounds how many validations run at once; it is not held while waiting
     for the channel lock, so uploads queued on a busy channel do not stop others from
-    being validated meanwhile."""
+    being validated meanwhile. `uploader_without_delete_right` names the uploader when it
+    may not delete: retention then leaves the file alone (condaport.provenance)."""
     with validating or nullcontext():
         info: PackageInfo = inspect_package(staged, list(channel.subdirs) or None)
         record = repodata.package_record(staged, sha256=info.sha256, md5=md5, size=info.size)
@@ -230,6 +233,12 @@ def accept(
             host, channel.name, info.subdir, state, (info.filename, record), editor
         )
         how = caught_up or how
+        record_placement(
+            host.state_dir,
+            channel.name,
+            [f"{info.subdir}/{info.filename}"],
+            uploader_without_delete_right,
+        )
     status = "added" if current is None else "replaced"
     return Result(status, info.subdir, info.filename, info.sha256, info.size, how)
 
@@ -253,4 +262,5 @@ def remove(
         state = SubdirState.read(host, channel.name, subdir)
         target.unlink()
         how = _bring_index_up_to_date(host, channel.name, subdir, state, (filename, None), editor)
+        forget_files(host.state_dir, channel.name, [f"{subdir}/{filename}"])
     return Result("deleted", subdir, filename, indexed=how)

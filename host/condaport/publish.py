@@ -32,6 +32,7 @@ from condaport.packages import (
     sha256_of,
     split_name,
 )
+from condaport.provenance import forget_files, placed_by_uploaders, record_placement
 
 EXIT_REJECTED = 3
 EXIT_VERSION = 4
@@ -167,7 +168,8 @@ def prune(
     channels_root: Path, state_dir: Path, channel: str, remove: list[str], keep_versions: int
 ) -> dict[str, list[str]]:
     """Delete the named package files, then, in each subdir, every version of each package
-    name older than its newest `keep_versions` (0: no retention), with all of its builds.
+    name older than its newest `keep_versions` (0: no retention), with all of its builds;
+    files uploaded by uploaders without the delete right are left out of retention.
     Returns what went and what was not found."""
     channel_dir = channels_root / channel
     if not channel_dir.is_dir():
@@ -187,12 +189,20 @@ def prune(
                 removed.append(f"{current.parent.name}/{name}")
                 wanted.discard(name)
         if keep_versions > 0:
+            # Only files maintainers placed count: see condaport.provenance.
+            uploaded = placed_by_uploaders(state_dir, channel)
             for subdir_dir in sorted(p for p in channel_dir.iterdir() if p.is_dir()):
-                if subdir_dir.name.startswith("."):
+                if subdir_dir.name.startswith(".") or subdir_dir.is_symlink():
                     continue
-                for filename in _older_versions(_records(subdir_dir), keep_versions):
+                records = {
+                    name: record
+                    for name, record in _records(subdir_dir).items()
+                    if f"{subdir_dir.name}/{name}" not in uploaded
+                }
+                for filename in _older_versions(records, keep_versions):
                     (subdir_dir / filename).unlink()
                     removed.append(f"{subdir_dir.name}/{filename}")
+        forget_files(state_dir, channel, removed)
     return {"removed": sorted(removed), "not_found": sorted(wanted)}
 
 
@@ -284,6 +294,7 @@ def validate(
 
 def place_validated(
     channel_dir: Path,
+    state_dir: Path,
     checked: Validated,
     *,
     overwrite: bool = False,
@@ -321,6 +332,8 @@ def place_validated(
                 exc.errno, f"placing {info.subdir}/{info.filename} failed: {exc.strerror}"
             ) from exc
         (outcome.replaced if replacing else outcome.added).append(f"{info.subdir}/{info.filename}")
+    # A maintainer's publish: retention handles these files as usual.
+    record_placement(state_dir, channel_dir.name, outcome.added + outcome.replaced, None)
     return outcome
 
 
@@ -351,7 +364,11 @@ def place(
     try:
         with channel_lock(state_dir, channel):
             return place_validated(
-                channel_dir, checked, overwrite=overwrite, all_or_nothing=all_or_nothing
+                channel_dir,
+                state_dir,
+                checked,
+                overwrite=overwrite,
+                all_or_nothing=all_or_nothing,
             )
     finally:
         discard_staged(staged)

@@ -394,6 +394,7 @@ class UploadHandler(BaseHTTPRequestHandler):
                     lock_timeout=settings.lock_timeout,
                     editor=service.editor,
                     validating=service.validating,
+                    uploader_without_delete_right=None if grant.overwrite else self.identity,
                 )
             except Rejected as exc:
                 raise Answer(422, str(exc), **described) from None
