@@ -25,6 +25,7 @@ import sys
 import time
 from pathlib import Path
 
+from condaport import shards
 from condaport.account import AccountError, become_writer
 from condaport.browse import PAGE, write_channel_page
 from condaport.cli import exit_now
@@ -218,8 +219,17 @@ def index_subdir(
     """Index one subdir; with force, read every package again (some were replaced)."""
     with dated_after_their_predecessors(index_files(channel_dir, subdir)):
         _index_with(backend, channel_dir, subdir, conda_python, force)
-    if not (channel_dir / subdir / "repodata.json").exists():
-        raise IndexFailed(f"{backend} wrote no repodata.json for {channel_dir.name}/{subdir}")
+    subdir_dir = channel_dir / subdir
+    try:
+        written = json.loads((subdir_dir / "repodata.json").read_bytes())
+    except FileNotFoundError:
+        raise IndexFailed(
+            f"{backend} wrote no repodata.json for {channel_dir.name}/{subdir}"
+        ) from None
+    except ValueError as exc:
+        raise IndexFailed(f"{backend} wrote unreadable repodata for {subdir}: {exc}") from None
+    # The shards are condaport's, rendered from the records the backend wrote: one writer.
+    shards.sync(subdir_dir, shards.by_name(written))
 
 
 def index_files(channel_dir: Path, subdir: str) -> list[Path]:

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import zstandard
 
+from condaport import shards
 from condaport.files import replace_atomically
 
 REPODATA = "repodata.json"
@@ -174,13 +175,28 @@ class _Parsed:
     # `"name":{...}` member: an update re-encodes one record, not ten thousand.
     top: dict
     encoded: dict[str, dict[str, str]]
+    # The same records by package name, for the shards: name -> section -> file -> record.
+    names: dict[str, dict[str, dict[str, dict]]]
 
-    def set(self, filename: str, record: dict | None) -> None:
-        members = self.encoded[section_for(filename)]
-        if record is None:
-            members.pop(filename, None)
-        else:
+    def set(self, filename: str, record: dict | None) -> set[str]:
+        """Set (None: drop) one file's record; returns the package names it touched."""
+        section = section_for(filename)
+        members = self.encoded[section]
+        touched = set()
+        previous = members.pop(filename, None)
+        if previous is not None:
+            for name, sections in list(self.names.items()):
+                if sections[section].pop(filename, None) is not None:
+                    touched.add(name)
+                    if not any(sections.values()):
+                        del self.names[name]
+        if record is not None:
             members[filename] = _member(filename, record)
+            name = str(record.get("name", ""))
+            grouped = self.names.setdefault(name, {s: {} for s in shards.SECTIONS})
+            grouped[section][filename] = record
+            touched.add(name)
+        return touched
 
     def render(self) -> bytes:
         parts = []
@@ -225,7 +241,7 @@ class SubdirIndex:
             for section in _SECTIONS.values()
         }
         top = {k: v for k, v in data.items() if k not in encoded}
-        parsed = _Parsed(signature, top, encoded)
+        parsed = _Parsed(signature, top, encoded, shards.by_name(data))
         self._parsed[subdir_dir] = parsed
         return parsed
 
@@ -238,11 +254,13 @@ class SubdirIndex:
         return True
 
     def update(self, subdir_dir: Path, filename: str, record: dict | None) -> None:
-        """Set `filename` to `record` (None: remove it) and write repodata.json and .zst."""
+        """Set `filename` to `record` (None: remove it) and write repodata.json and .zst,
+        that name's shard and the shard index."""
         parsed = self._load(subdir_dir)
-        parsed.set(filename, record)
+        touched = parsed.set(filename, record)
         try:
             write_bytes(subdir_dir, parsed.render())
+            shards.sync(subdir_dir, parsed.names, touched)
         except BaseException:
             self._parsed.pop(subdir_dir, None)
             raise

@@ -250,6 +250,7 @@ def test_bad_files_are_422_with_the_reason_and_nothing_changes(
     assert sorted(p.name for p in (host.channel / "noarch").iterdir()) == [
         "repodata.json",
         "repodata.json.zst",
+        "repodata_shards.msgpack.zst",
     ]
 
 

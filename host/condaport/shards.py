@@ -1,0 +1,182 @@
+"""Sharded repodata (CEP-16), rendered from a subdir's records.
+
+Today's clients (rattler and pixi, conda-libmamba-solver, mamba 2.6) first ask for
+`<subdir>/repodata_shards.msgpack.zst`: a small index naming, per package name, the sha256
+of that name's shard, `<subdir>/shards/<sha256 hex>.msgpack.zst`. A solve for one package
+then fetches a few shards instead of the whole subdir's repodata. A shard holds the same
+records as repodata.json for its name, in msgpack with sha256 and md5 as bytes; it is
+content-addressed, so it never changes once written and may be cached for ever, while
+the index is revalidated.
+
+These are the formats and the file operations; the subdir's index owner decides when.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from hashlib import sha256
+from pathlib import Path
+
+import msgpack
+import zstandard
+
+from condaport.files import replace_atomically
+
+SHARD_INDEX = "repodata_shards.msgpack.zst"
+SHARDS_FOLDER = "shards"
+SHARD_SUFFIX = ".msgpack.zst"
+SECTIONS = ("packages", "packages.conda")
+# Shards no index names any more stay this long, for clients holding an older index.
+DEFAULT_GRACE_SECONDS = 7 * 86400
+_ZSTD_LEVEL = 3
+_HASH_FIELDS = ("sha256", "md5")
+
+Records = Mapping[str, Mapping[str, dict]]  # section -> filename -> record
+
+
+def _shard_record(record: Mapping[str, object]) -> dict[str, object]:
+    """A repodata.json record as a shard holds it: keys in order, digests as bytes."""
+    converted: dict[str, object] = {}
+    for key in sorted(record):
+        value = record[key]
+        if key in _HASH_FIELDS and isinstance(value, str):
+            value = bytes.fromhex(value)
+        converted[key] = value
+    return converted
+
+
+def by_name(repodata: Mapping[str, object]) -> dict[str, dict[str, dict[str, dict]]]:
+    """Group a repodata document's records by package name: name -> section -> file."""
+    grouped: dict[str, dict[str, dict[str, dict]]] = {}
+    for section in SECTIONS:
+        for filename, record in (repodata.get(section) or {}).items():  # type: ignore[union-attr]
+            if isinstance(record, dict) and isinstance(record.get("name"), str):
+                name_sections = grouped.setdefault(record["name"], {s: {} for s in SECTIONS})
+                name_sections[section][filename] = record
+    return grouped
+
+
+def encode_shard(records: Records) -> bytes:
+    """One package name's shard, compressed."""
+    shard = {
+        section: {
+            filename: _shard_record(records.get(section, {})[filename])
+            for filename in sorted(records.get(section, {}))
+        }
+        for section in SECTIONS
+    }
+    shard["removed"] = []
+    packed = msgpack.packb(shard, use_bin_type=True)
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(packed)
+
+
+def encode_index(subdir: str, shards: Mapping[str, bytes]) -> bytes:
+    """The shard index: name -> sha256 (bytes) of its compressed shard."""
+    index = {
+        "info": {
+            "subdir": subdir,
+            "base_url": "",
+            "shards_base_url": f"./{SHARDS_FOLDER}/",
+            "created_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ"),
+        },
+        "shards": {name: shards[name] for name in sorted(shards)},
+    }
+    packed = msgpack.packb(index, use_bin_type=True)
+    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(packed)
+
+
+def decode(compressed: bytes) -> dict:
+    """A shard or shard index, as a dict (tests, and the owner reading its own index)."""
+    with zstandard.ZstdDecompressor().stream_reader(compressed) as reader:
+        return msgpack.unpackb(reader.read(), raw=False)
+
+
+def shard_path(subdir_dir: Path, digest: bytes) -> Path:
+    return subdir_dir / SHARDS_FOLDER / f"{digest.hex()}{SHARD_SUFFIX}"
+
+
+def store_shard(subdir_dir: Path, compressed: bytes) -> bytes:
+    """Write a shard under its own hash unless it is there; returns the hash.
+
+    Content-addressed: a file of that name already holds exactly these bytes (written by
+    rename, whole), so it is never rewritten and caches may keep it for ever.
+    """
+    digest = sha256(compressed).digest()
+    target = shard_path(subdir_dir, digest)
+    if target.is_file():
+        return digest
+    target.parent.mkdir(mode=0o755, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=".shard.", suffix=".partial")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(compressed)
+            os.fchmod(handle.fileno(), 0o644)
+        os.replace(name, target)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+    return digest
+
+
+def read_index(subdir_dir: Path) -> dict[str, bytes] | None:
+    """name -> shard hash from the subdir's shard index, or None when it has none usable."""
+    try:
+        data = decode((subdir_dir / SHARD_INDEX).read_bytes())
+    except (OSError, ValueError, zstandard.ZstdError, msgpack.UnpackException):
+        return None
+    shards = data.get("shards") if isinstance(data, dict) else None
+    if not isinstance(shards, dict):
+        return None
+    return {str(k): bytes(v) for k, v in shards.items() if isinstance(v, bytes)}
+
+
+def sweep(subdir_dir: Path, referenced: Iterable[bytes], grace_seconds: float) -> list[str]:
+    """Delete shards no index names that are older than `grace_seconds`."""
+    keep = {f"{digest.hex()}{SHARD_SUFFIX}" for digest in referenced}
+    cutoff = time.time() - grace_seconds
+    removed = []
+    folder = subdir_dir / SHARDS_FOLDER
+    try:
+        entries = list(os.scandir(folder))
+    except FileNotFoundError:
+        return removed
+    for entry in entries:
+        if entry.name in keep or not entry.is_file(follow_symlinks=False):
+            continue
+        if entry.name.endswith(".partial") or entry.stat(follow_symlinks=False).st_mtime < cutoff:
+            Path(entry.path).unlink(missing_ok=True)
+            removed.append(entry.name)
+    return removed
+
+
+def sync(
+    subdir_dir: Path,
+    grouped: Mapping[str, Records],
+    changed: Iterable[str] | None = None,
+    *,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+) -> dict[str, bytes]:
+    """Bring the shards and the shard index in line with `grouped` (name -> records).
+
+    With `changed`, only those names' shards are rendered and the rest of the index is
+    taken from the one on disk; without it (or when that index is unusable) every name is
+    rendered (shards already on disk are not rewritten). Returns name -> shard hash.
+    """
+    current = read_index(subdir_dir) if changed is not None else None
+    todo = set(grouped) if current is None else set(changed or ())
+    current = current or {}
+    updated = {name: digest for name, digest in current.items() if name in grouped}
+    todo |= set(grouped) - set(updated)  # an index that missed a name heals here
+    for name in sorted(todo):
+        if name in grouped:
+            updated[name] = store_shard(subdir_dir, encode_shard(grouped[name]))
+        else:
+            updated.pop(name, None)
+    if updated != current or not (subdir_dir / SHARD_INDEX).is_file():
+        replace_atomically(subdir_dir / SHARD_INDEX, encode_index(subdir_dir.name, updated))
+    sweep(subdir_dir, updated.values(), grace_seconds)
+    return updated
