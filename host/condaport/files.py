@@ -49,9 +49,12 @@ def _date_after(path: Path, now: _Served, previous: _Served) -> None:
         os.utime(path, (later, later), follow_symlinks=False)
 
 
-def replace_atomically(target: Path, content: bytes) -> None:
+def replace_atomically(target: Path, content: bytes, *, durable: bool = True) -> None:
     """Write `content` to a dot file beside `target` (never served, same file system), then
-    rename it over `target` with mode 0644; the temp file goes if anything fails first."""
+    rename it over `target` with mode 0644; the temp file goes if anything fails first.
+
+    `durable=False` skips the fsync, for bookkeeping whose loss after a crash only costs a
+    repeated index run (fingerprints)."""
     fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
     partial = Path(name)
     try:
@@ -59,7 +62,8 @@ def replace_atomically(target: Path, content: bytes) -> None:
             handle.write(content)
             handle.flush()
             os.fchmod(handle.fileno(), 0o644)
-            os.fsync(handle.fileno())
+            if durable:
+                os.fsync(handle.fileno())
         before, written = _served(target), _served(partial)
         if before is not None and written is not None:
             _date_after(partial, written, before)

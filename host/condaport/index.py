@@ -115,8 +115,9 @@ def record_fingerprint(state_dir: Path, channel: str, subdir: str, rows: Rows) -
     target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     # The rows first: the fingerprint is what marks the subdir as done.
     rows_json = json.dumps({k: list(v) for k, v in rows.items()})
-    replace_atomically(_rows_file(state_dir, channel, subdir), rows_json.encode())
-    replace_atomically(target, (rows_digest(rows) + "\n").encode())
+    # Not fsynced: a fingerprint lost in a crash only makes the next run index again.
+    replace_atomically(_rows_file(state_dir, channel, subdir), rows_json.encode(), durable=False)
+    replace_atomically(target, (rows_digest(rows) + "\n").encode(), durable=False)
 
 
 def replaced_since_indexed(state_dir: Path, channel: str, subdir: str, rows: Rows) -> bool:
