@@ -25,7 +25,7 @@ import sys
 import time
 from pathlib import Path
 
-from condaport import shards
+from condaport import repodata, shards
 from condaport.account import AccountError, become_writer
 from condaport.browse import PAGE, write_channel_page
 from condaport.cli import exit_now
@@ -218,9 +218,13 @@ def index_subdir(
     force: bool = False,
 ) -> None:
     """Index one subdir; with force, read every package again (some were replaced)."""
+    subdir_dir = channel_dir / subdir
+    try:
+        before = json.loads((subdir_dir / "repodata.json").read_bytes())
+    except (OSError, ValueError):
+        before = None
     with dated_after_their_predecessors(index_files(channel_dir, subdir)):
         _index_with(backend, channel_dir, subdir, conda_python, force)
-    subdir_dir = channel_dir / subdir
     try:
         written = json.loads((subdir_dir / "repodata.json").read_bytes())
     except FileNotFoundError:
@@ -229,8 +233,10 @@ def index_subdir(
         ) from None
     except ValueError as exc:
         raise IndexFailed(f"{backend} wrote unreadable repodata for {subdir}: {exc}") from None
-    # The shards are condaport's, rendered from the records the backend wrote: one writer.
-    shards.sync(subdir_dir, shards.by_name(written))
+    # The shards are condaport's, rendered from the records the backend wrote (one writer):
+    # only the names whose records changed, unless there was no repodata to compare with.
+    changed = shards.changed_names(before if isinstance(before, dict) else None, written)
+    shards.sync(subdir_dir, shards.by_name(written), changed)
 
 
 def index_files(channel_dir: Path, subdir: str) -> list[Path]:
@@ -282,6 +288,39 @@ def index_subdir_apart(
         )
 
 
+def _digests(path: Path) -> tuple[str, str, int]:
+    """sha256, md5 and size of a file, in one read."""
+    sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha256.update(block)
+            md5.update(block)
+            size += len(block)
+    return sha256.hexdigest(), md5.hexdigest(), size
+
+
+def _index_in_place(
+    channel_dir: Path, subdir: str, previous: Rows, rows: Rows
+) -> list[dict[str, str]]:
+    """Bring the subdir's repodata (and shards) up to date by editing the records of the
+    files that changed since `previous`, as uploads do, instead of a full index that
+    rewrites everything: added and replaced files get their record, removed ones lose it.
+    A file whose record cannot be built goes to quarantine. Raises RepodataUnusable when
+    there is no repodata to edit."""
+    subdir_dir = channel_dir / subdir
+    changes: dict[str, dict | None] = {name: None for name in previous if name not in rows}
+    quarantined = []
+    for name in sorted(n for n, row in rows.items() if previous.get(n) != row):
+        path = subdir_dir / name
+        try:
+            sha256, md5, size = _digests(path)
+            changes[name] = repodata.package_record(path, sha256=sha256, md5=md5, size=size)
+        except (Rejected, ValueError, OSError) as exc:
+            quarantined.append(quarantine(channel_dir, subdir, name, str(exc)))
+    repodata.SubdirIndex().update_many(subdir_dir, changes)
+    return quarantined
+
+
 def _index_screened(
     channel_dir: Path,
     state_dir: Path,
@@ -300,6 +339,14 @@ def _index_screened(
     changed = sorted(n for n, row in rows.items() if previous is None or previous.get(n) != row)
     quarantined = screen(channel_dir, subdir, changed)
     rows = package_rows(subdir_dir)  # taken before indexing: a later change stays stale
+    if previous is not None and backend == "rattler" and not force:
+        try:
+            quarantined += _index_in_place(channel_dir, subdir, previous, rows)
+        except repodata.RepodataUnusable:
+            pass  # no repodata to edit: the backend indexes the subdir fully below
+        else:
+            record_fingerprint(state_dir, channel, subdir, package_rows(subdir_dir))
+            return quarantined
     replaced = replaced_since_indexed(state_dir, channel, subdir, rows)
     try:
         index_subdir(channel_dir, subdir, backend, conda_python, force=force or replaced)

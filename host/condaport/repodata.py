@@ -254,10 +254,16 @@ class SubdirIndex:
         return True
 
     def update(self, subdir_dir: Path, filename: str, record: dict | None) -> None:
-        """Set `filename` to `record` (None: remove it) and write repodata.json and .zst,
-        that name's shard and the shard index."""
+        """Set `filename` to `record` (None: remove it); see `update_many`."""
+        self.update_many(subdir_dir, {filename: record})
+
+    def update_many(self, subdir_dir: Path, changes: dict[str, dict | None]) -> None:
+        """Set each file's record (None: remove it), then write repodata.json and .zst once,
+        and the changed names' shards and the shard index."""
         parsed = self._load(subdir_dir)
-        touched = parsed.set(filename, record)
+        touched: set[str] = set()
+        for filename, record in changes.items():
+            touched |= parsed.set(filename, record)
         try:
             write_bytes(subdir_dir, parsed.render())
             shards.sync(subdir_dir, parsed.names, touched)

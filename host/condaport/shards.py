@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import tempfile
+import threading
 import time
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime
@@ -34,6 +35,17 @@ SECTIONS = ("packages", "packages.conda")
 DEFAULT_GRACE_SECONDS = 7 * 86400
 _ZSTD_LEVEL = 3
 _HASH_FIELDS = ("sha256", "md5")
+# Making a compressor costs more than compressing one small shard: one per thread, reused
+# (a compressor must not be shared between threads).
+_local = threading.local()
+
+
+def _compress(data: bytes) -> bytes:
+    compressor = getattr(_local, "compressor", None)
+    if compressor is None:
+        compressor = _local.compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+    return compressor.compress(data)
+
 
 Records = Mapping[str, Mapping[str, dict]]  # section -> filename -> record
 
@@ -70,8 +82,7 @@ def encode_shard(records: Records) -> bytes:
         for section in SECTIONS
     }
     shard["removed"] = []
-    packed = msgpack.packb(shard, use_bin_type=True)
-    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(packed)
+    return _compress(msgpack.packb(shard, use_bin_type=True))
 
 
 def encode_index(subdir: str, shards: Mapping[str, bytes]) -> bytes:
@@ -85,8 +96,27 @@ def encode_index(subdir: str, shards: Mapping[str, bytes]) -> bytes:
         },
         "shards": {name: shards[name] for name in sorted(shards)},
     }
-    packed = msgpack.packb(index, use_bin_type=True)
-    return zstandard.ZstdCompressor(level=_ZSTD_LEVEL).compress(packed)
+    return _compress(msgpack.packb(index, use_bin_type=True))
+
+
+def changed_names(
+    before: Mapping[str, object] | None, after: Mapping[str, object]
+) -> set[str] | None:
+    """The package names whose records differ between two repodata documents; None when
+    there is no `before` to compare with (then every name counts as changed)."""
+    if before is None:
+        return None
+    changed: set[str] = set()
+    for section in SECTIONS:
+        old = before.get(section) or {}
+        new = after.get(section) or {}
+        for filename in set(old) | set(new):  # type: ignore[arg-type]
+            was, now = old.get(filename), new.get(filename)  # type: ignore[union-attr]
+            if was != now:
+                for record in (was, now):
+                    if isinstance(record, dict) and isinstance(record.get("name"), str):
+                        changed.add(record["name"])
+    return changed
 
 
 def decode(compressed: bytes) -> dict:
