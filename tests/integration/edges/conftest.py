@@ -32,6 +32,9 @@ class Tiers:
     proxy_index_validity: int
     edge_auth_modes: dict[str, str]
     proxy_cache_dir: str
+    # The edges' port for the balancer (PROXY protocol), and the balancer's own port.
+    edge_proxy_protocol_port: int
+    balancer_port: int
 
 
 @pytest.fixture(scope="session")
@@ -58,4 +61,6 @@ def tiers() -> Tiers:
         proxy_index_validity=int(spec["proxy_index_validity"]),
         edge_auth_modes=spec["edge_auth_modes"],
         proxy_cache_dir=spec["proxy_cache_dir"],
+        edge_proxy_protocol_port=int(spec["edge_proxy_protocol_port"]),
+        balancer_port=int(spec["balancer_port"]),
     )
