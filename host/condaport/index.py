@@ -344,6 +344,9 @@ def _index_screened(
             quarantined += _index_in_place(channel_dir, subdir, previous, rows)
         except repodata.RepodataUnusable:
             pass  # no repodata to edit: the backend indexes the subdir fully below
+        except OSError as exc:  # a full disk: the last good index stays, the subdir stale
+            reason = exc.strerror or str(exc)
+            raise IndexFailed(f"index of {channel}/{subdir} failed: {reason}") from None
         else:
             record_fingerprint(state_dir, channel, subdir, package_rows(subdir_dir))
             return quarantined

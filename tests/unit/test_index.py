@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -13,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from condaport import index
+from condaport import index, repodata
 from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 
 SUBDIRS = ["linux-64", "noarch"]  # sorted, as the tool reports them
@@ -118,7 +119,12 @@ def test_a_failed_index_keeps_the_last_good_one_and_the_subdir_stale(
     def broken(channel_dir: Path, subdir: str, *_: object) -> None:
         raise index.IndexFailed(f"rattler index of main/{subdir} failed: No space left on device")
 
+    def disk_full(*_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # Both ways an index run writes: the backend (full) and the in-place edit (a change).
     monkeypatch.setattr(index, "_index_with_rattler", broken)
+    monkeypatch.setattr(repodata, "write_bytes", disk_full)
     with pytest.raises(index.IndexFailed, match="No space left"):
         index.run(root, state, None)
     assert (root / "main" / "noarch" / "repodata.json").read_bytes() == before
