@@ -1,20 +1,30 @@
 """Ansible connection for the Molecule scenarios: a task reaches a local podman container
-through nsenter instead of `podman exec`.
+by entering its namespaces instead of through `podman exec`.
 
 Ansible runs four or five commands per task on the host. Through `podman exec` each costs a
 podman process, conmon and runc (about a third of a second of CPU on the CI machine), and
-the scenarios run thousands of tasks; nsenter joins the container's namespaces in a few
-milliseconds. The container is looked up by name (the inventory name, as Molecule creates
-it) once per connection, so a container restarted by a test is found at its new PID. The
-commands see the environment `podman exec` gives them, not the controller's.
+the scenarios run thousands of tasks; entering the namespaces directly takes milliseconds.
+Plain nsenter is not enough: it leaves the command in the controller's cgroups and with all
+of root's capabilities, so a task (or a binary the container replaced, which a task runs)
+could load kernel modules or mount the host's disks. enter_container.py, next to this
+folder, enters as `podman exec` does: every namespace, the container's cgroups, and no
+capability beyond the container's bounding set (the Python standard library only, started
+with -S, in a few milliseconds).
+
+The container is looked up by name (the inventory name, as Molecule creates it) once per
+connection, so a container restarted by a test is found at its new PID. The commands see
+the environment `podman exec` gives them, not the controller's.
 """
 
 from __future__ import annotations
 
 import json
 import subprocess
+import sys
+from pathlib import Path
 
 from ansible.errors import AnsibleConnectionFailure
+from ansible.utils.display import Display
 from ansible_collections.community.docker.plugins.connection.nsenter import (
     Connection as NsenterConnection,
 )
@@ -33,6 +43,16 @@ options:
     default: podman
     vars:
       - name: ansible_podman_executable
+  pipelining:
+    description:
+      - Runs a module in one command (its code on the standard input) rather than five.
+      - On by default, unlike Ansible's own: each command pays for entering the container.
+    type: bool
+    default: true
+    env:
+      - name: ANSIBLE_PIPELINING
+    vars:
+      - name: ansible_pipelining
 """
 
 # What `podman exec` sets in the scenario images (their image sets no variables).
@@ -43,9 +63,15 @@ CONTAINER_ENVIRONMENT = (
     "container=podman",
 )
 
+ENTER_CONTAINER = Path(__file__).resolve().parent.parent / "enter_container.py"
+
+display = Display()
+
 
 class Connection(NsenterConnection):
     transport = "podman_nsenter"
+    # Entering costs a Python start and cgroup moves (tens of milliseconds each command).
+    has_pipelining = True
 
     def _connect(self) -> Connection:
         if not self._connected:
@@ -56,21 +82,42 @@ class Connection(NsenterConnection):
                 text=True,
                 check=False,
             )
-            pid = json.loads(found.stdout or "[{}]")[0].get("State", {}).get("Pid", 0)
-            if found.returncode != 0 or not pid:
+            state = json.loads(found.stdout or "[{}]")[0].get("State", {})
+            pid, cgroup = state.get("Pid", 0), state.get("CgroupPath", "")
+            if found.returncode != 0 or not pid or not cgroup:
                 raise AnsibleConnectionFailure(
                     f"container {name!r} is not running: {found.stderr.strip()}"
                 )
             self._nsenter_pid = pid
+            self._container_cgroup = cgroup
             self._play_context.remote_user = "root"
             self._connected = True
         return self
 
     def exec_command(self, cmd, in_data=None, sudoable=True):
-        clean = ["env", "-i", *CONTAINER_ENVIRONMENT]
-        if isinstance(cmd, str):
-            cmd = " ".join([*clean, cmd])
-        else:
-            cmd = [*clean, *cmd]
-        # The base class connects (self._connect) before nsenter's own code runs.
-        return super().exec_command(cmd, in_data=in_data, sudoable=sudoable)
+        """Run cmd (a shell command line, or an argument list) in the container.
+
+        The command line goes to the container's /bin/sh, as it went to the host's with
+        nsenter; becoming another user needs no password prompt in the scenarios (root
+        becomes any account with sudo -n), so no terminal is set up for one.
+        """
+        self._connect()
+        if sudoable and self.become and self.become.expect_prompt():
+            raise AnsibleConnectionFailure("podman_nsenter answers no become password prompt")
+        argv = ["/bin/sh", "-c", cmd] if isinstance(cmd, str | bytes) else list(cmd)
+        enter = [
+            sys.executable,
+            "-I",
+            "-S",
+            str(ENTER_CONTAINER),
+            str(self._nsenter_pid),
+            self._container_cgroup,
+            "--",
+            "/usr/bin/env",
+            "-i",
+            *CONTAINER_ENVIRONMENT,
+            *argv,
+        ]
+        display.vvv(f"EXEC {argv}", host=self._play_context.remote_addr)
+        entered = subprocess.run(enter, input=in_data or b"", capture_output=True, check=False)
+        return entered.returncode, entered.stdout, entered.stderr
