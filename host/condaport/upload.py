@@ -288,13 +288,25 @@ def rejected_status(exc: Rejected) -> int:
     return 422
 
 
+HOST_FAULTS = (
+    OSError,
+    MemoryError,
+    ImportError,
+    NameError,
+    AssertionError,
+    KeyboardInterrupt,
+    SystemExit,
+    GeneratorExit,
+)
+
+
 class ValidationSlot:
     """One of the service's validation slots, held while intake validates a package and
     builds its repodata record (the block intake.accept runs under `validating`).
 
-    Whatever that block raises besides Rejected and OSError comes from reading the
-    package (py-rattler's parsers, the JSON of its info files): the package is at fault,
-    so it becomes Rejected (422 with the reason) rather than an internal error (500)."""
+    Whatever else that block raises, short of the host's own faults (HOST_FAULTS), comes
+    from reading the package (py-rattler's parsers, the JSON of its info files): the
+    package is at fault, so it becomes Rejected (422 with the reason), not a 500."""
 
     def __init__(self, slots: threading.BoundedSemaphore) -> None:
         self.slots = slots
@@ -309,9 +321,8 @@ class ValidationSlot:
         traceback: TracebackType | None,
     ) -> None:
         self.slots.release()
-        if exc is None or isinstance(exc, (Rejected, OSError, MemoryError)):
-            return
-        if isinstance(exc, (KeyboardInterrupt, SystemExit, GeneratorExit)):
+        # The disk, memory, a missing module or our own slip stay the host's errors.
+        if exc is None or isinstance(exc, (Rejected, *HOST_FAULTS)):
             return
         # rattler's panics surface as BaseException: a package that makes it panic is bad too.
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
