@@ -34,12 +34,13 @@ import pytest
 from conftest import _require, fetch
 
 from tests.support.client import run_install, write_auth_file
-from tests.support.pkgbuild import build_conda, build_tar_bz2
+from tests.support.pkgbuild import build_conda, build_large_conda, build_tar_bz2
 from tests.support.playbook import copy_to_host
 from tests.support.uploader import run_upload, write_token_auth_file
 
 RUN = os.urandom(3).hex()
 TREE = "/srv/condaport/channels"
+STAGING = "/srv/condaport/staging/.uploads"
 UNKNOWN_TOKEN = "not-an-upload-token-0123456789"
 
 
@@ -691,41 +692,32 @@ def test_eight_uploaders_in_parallel_all_land_while_a_client_polls(
 def test_the_service_killed_mid_upload_serves_nothing_half_placed(
     site: Site, tmp_path: Path
 ) -> None:
+    """NGINX hands the service a body only once it holds all of it, so the service is
+    killed while it stages or validates one: by a watcher on the host that fires the
+    moment the staged file appears (polling from here would miss it)."""
     before = listed(site, "main")
-    name = f"interrupted-{RUN}-1.0-0.tar.bz2"
-    sent = threading.Event()
-
-    def slow_body() -> Iterator[bytes]:
-        for n in range(60):
-            if n == 5:
-                sent.set()
-            time.sleep(0.1)
-            yield b"\0" * 32768
-
-    outcome: list[object] = []
-
-    def upload() -> None:
-        try:
-            outcome.append(
-                send(
-                    site, "PUT", f"/main/noarch/{name}", slow_body(), credentials(site, "uploader")
-                )
-            )
-        except (ConnectionError, http.client.HTTPException, ssl.SSLError) as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=upload)
-    thread.start()
-    assert sent.wait(timeout=60)
-    for _ in range(30):
-        staged = on_host(site, "find", "/srv/condaport/staging/.uploads", "-name", name)
-        if staged.stdout.strip():
-            break
-        time.sleep(0.1)
-    assert staged.stdout.strip(), "the body was not being staged when the service was killed"
-    on_host(site, "systemctl", "kill", "--signal=SIGKILL", "condaport-upload.service")
-    thread.join(timeout=120)
-    assert outcome and (not isinstance(outcome[0], Reply) or outcome[0].status >= 500), outcome
+    package = build_large_conda(tmp_path / "dist", 3 * 1024 * 1024, name=f"interrupted-{RUN}")
+    name = package.name
+    watch = (
+        "for i in $(seq 60000); do"
+        f" if ls {STAGING}/*/{name} >/dev/null 2>&1; then"
+        " systemctl kill --signal=SIGKILL condaport-upload.service && echo killed; exit 0;"
+        " fi; sleep 0.002; done; exit 1"
+    )
+    watcher = subprocess.Popen(
+        ["podman", "exec", site.container, "sh", "-c", watch], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(1)  # the watcher is looking
+    outcome: Reply | Exception
+    try:
+        outcome = send(
+            site, "PUT", f"/main/noarch/{name}", package.read_bytes(), credentials(site, "uploader")
+        )
+    except (ConnectionError, http.client.HTTPException, ssl.SSLError) as exc:
+        outcome = exc
+    watched, _ = watcher.communicate(timeout=300)
+    assert "killed" in watched, "the body was not being staged when the service was killed"
+    assert not isinstance(outcome, Reply) or outcome.status >= 500, outcome
     assert name not in listed(site, "main")
     assert set(before) <= set(listed(site, "main"))
     served = on_host(site, "find", f"{TREE}/main", "-name", f"*{name}*").stdout.strip()
@@ -733,7 +725,7 @@ def test_the_service_killed_mid_upload_serves_nothing_half_placed(
     # The next upload starts the service again, which clears what the killed one staged.
     package = build_tar_bz2(tmp_path, f"after-kill-{RUN}")
     assert put(site, "uploader", "main", package).status == 201
-    assert on_host(site, "find", "/srv/condaport/staging/.uploads", "-name", name).stdout == ""
+    assert on_host(site, "find", STAGING, "-name", name).stdout == ""
     assert package.name in listed(site, "main")
     installs(site, tmp_path, "main", f"after-kill-{RUN}")
 
