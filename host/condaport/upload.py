@@ -8,10 +8,12 @@ NGINX, in front, turns these into requests on this service's unix socket:
 
 NGINX has authenticated the client (password or upload token) and passes only who it is,
 in X-Condaport-Uploader (`user:<name>` / `token:<name>`), never the secret; a header of
-that name sent by the client never gets through. This service authorizes against the
-settings file (condaport.rights), streams the body into staging with a size cap, and
-hands it to condaport.intake, which validates, places and indexes it under the channel
-lock. It answers only when a client can install the package:
+that name sent by the client never gets through. NGINX also reads the whole body first
+(chunked or not) and forwards it with a Content-Length: this service frames no body itself
+and refuses one without that length. It authorizes against the settings file
+(condaport.rights), streams the body into staging with a size cap, and hands it to
+condaport.intake, which validates, places and indexes it under the channel lock. It
+answers only when a client can install the package:
 
     201 added   200 identical file already there (or replaced, with force and the right)
     400 the file's subdir is not the URL's, or a bad request   401 no identity
@@ -19,7 +21,9 @@ lock. It answers only when a client can install the package:
     411 no length   413 too large   422 not a valid package (the reason says why)
     503 the channel stayed locked (Retry-After)
 
-Every answer is a small JSON object. Logs name the identity, never a secret.
+Every answer is a small JSON object. Logs name the identity, never a secret: a read token
+in the URL (conda's /t/<token>/ form, a channel URL pasted as the upload URL) is refused
+and logged as /t/<redacted>/, as NGINX's access log shows it.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, unquote, urlsplit
+from types import TracebackType
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from condaport.browse import write_channel_page
 from condaport.config import CHANNEL_NAME, DEFAULT_PATH, ConfigError, HostConfig, config_path
@@ -64,6 +69,15 @@ CHUNK = 1 << 20
 DRAIN_LIMIT = 64 << 20
 SUBDIR_SHAPE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)?$")
 TRUE_WORDS = {"1", "true", "yes", "on"}
+CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}$")
+# conda's token form: a `t` segment (either case, as NGINX's access log masks it) and the
+# token after it, wherever it appears once decoded (NGINX refuses these before the service
+# sees them; this is the service's own guard).
+TOKEN_SEGMENT = re.compile(r"(?i)(^|/)t/+[^/]*")
+REDACTED = "<redacted>"
+# Characters a logged path keeps as they are; everything else (control characters, spaces,
+# non-ASCII) stays percent-encoded, so a path cannot forge or split a log line.
+LOGGED_AS_IS = "/<>@:+,;=!$&'()*~"
 
 
 class Answer(Exception):
@@ -85,12 +99,28 @@ class Target:
     sha256: str | None  # quetz sends the sha256 it expects
 
 
+def loggable_path(path: str) -> str:
+    """The request path as the journal may show it: without the query, decoded once (as
+    the service reads it) so that no encoding hides a token, the segment after a `t`
+    segment replaced, and re-encoded."""
+    api, _, rest = urlsplit(path).path.lstrip("/").partition("/")
+    masked = TOKEN_SEGMENT.sub(rf"\1t/{REDACTED}", unquote(rest))
+    return f"/{api}/{quote(masked, safe=LOGGED_AS_IS)}"
+
+
 def parse_target(path: str) -> Target:
     """The request line's target, as NGINX forwards it: /<api><the client's request URI>."""
     parts = urlsplit(path)
     query = parse_qs(parts.query)
     force = query.get("force", [""])[-1].lower() in TRUE_WORDS
     api, _, rest = parts.path.lstrip("/").partition("/")
+    if TOKEN_SEGMENT.search(unquote(rest)):
+        # Refused before any part of it is echoed into an answer (and so into the log).
+        raise Answer(
+            404,
+            "an upload URL has no /t/<token>/ part (a read token is no upload credential):"
+            " PUT /<channel>/<subdir>/<file> with a password or an upload token",
+        )
     segments = [unquote(s) for s in rest.split("/")]
     if api == "artifactory" and len(segments) == 3:
         channel, subdir, filename = segments
@@ -207,25 +237,28 @@ class UploadServer(ThreadingHTTPServer):
 
 
 class BodyReader:
-    """The request body, plain (Content-Length) or chunked (rattler's uploads are)."""
+    """The request body, as NGINX forwards it: read whole before, sent with its length.
+
+    No framing is decoded here: a request without a single, plain Content-Length, or with
+    any Transfer-Encoding, is refused (411). http.server is no HTTP implementation to trust
+    with a client's framing, and NGINX in front never needs one."""
 
     def __init__(self, handler: BaseHTTPRequestHandler) -> None:
         self.stream = handler.rfile
-        encoding = (handler.headers.get("Transfer-Encoding") or "").lower()
-        self.chunked = "chunked" in encoding
-        length = handler.headers.get("Content-Length")
         self.length: int | None = None
-        if not self.chunked:
-            if length is None or not length.strip().isdigit():
-                raise Answer(411, "the upload needs a Content-Length or a chunked body")
-            self.length = int(length)
+        lengths = handler.headers.get_all("Content-Length") or []
+        if handler.headers.get("Transfer-Encoding") is not None:
+            raise Answer(411, "the upload needs a Content-Length body (no Transfer-Encoding)")
+        if len(lengths) != 1 or not CONTENT_LENGTH.match(lengths[0].strip()):
+            raise Answer(411, "the upload needs a Content-Length")
+        self.length = int(lengths[0])
         self._pieces: Iterator[bytes] | None = None
 
     def chunks(self) -> Iterator[bytes]:
         """The body's pieces; one iterator per request, so a drain picks up where the
         upload stopped reading."""
         if self._pieces is None:
-            self._pieces = self._chunked() if self.chunked else self._sized()
+            self._pieces = self._sized()
         return self._pieces
 
     def _sized(self) -> Iterator[bytes]:
@@ -237,38 +270,67 @@ class BodyReader:
             left -= len(data)
             yield data
 
-    def _chunked(self) -> Iterator[bytes]:
-        while True:
-            line = self.stream.readline(1024)
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise Answer(400, "malformed chunked body") from None
-            if size == 0:
-                while self.stream.readline(1024).strip():  # trailers
-                    pass
-                return
-            while size > 0:
-                data = self.stream.read(min(CHUNK, size))
-                if not data:
-                    raise Answer(400, "the body ended inside a chunk")
-                size -= len(data)
-                yield data
-            self.stream.readline(8)  # the chunk's CRLF
-
     def drain(self, limit: int = DRAIN_LIMIT) -> bool:
         """Read and drop the rest of the body; False when it was longer than `limit`."""
         if self.length is not None and self.length > limit:
             return False
-        total = 0
         try:
-            for data in self.chunks():
-                total += len(data)
-                if total > limit:
-                    return False
+            for _ in self.chunks():
+                pass
         except (Answer, OSError):
             return False
         return True
+
+
+def rejected_status(exc: Rejected) -> int:
+    """The HTTP status of a refused package: 422, unless the refusal names its own
+    (`http_status`, e.g. 413 for a package that unpacks past a size limit)."""
+    status = getattr(exc, "http_status", 422)
+    if isinstance(status, int) and not isinstance(status, bool) and 400 <= status < 500:
+        return status
+    return 422
+
+
+HOST_FAULTS = (
+    OSError,
+    MemoryError,
+    ImportError,
+    NameError,
+    AssertionError,
+    KeyboardInterrupt,
+    SystemExit,
+    GeneratorExit,
+)
+
+
+class ValidationSlot:
+    """One of the service's validation slots, held while intake validates a package and
+    builds its repodata record (the block intake.accept runs under `validating`).
+
+    Whatever else that block raises, short of the host's own faults (HOST_FAULTS), comes
+    from reading the package (py-rattler's parsers, the JSON of its info files): the
+    package is at fault, so it becomes Rejected (422 with the reason), not a 500."""
+
+    def __init__(self, slots: threading.BoundedSemaphore) -> None:
+        self.slots = slots
+
+    def __enter__(self) -> None:
+        self.slots.acquire()
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.slots.release()
+        # The disk, memory, a missing module or our own slip stay the host's errors.
+        if exc is None or isinstance(exc, (Rejected, *HOST_FAULTS)):
+            return
+        # rattler's panics surface as BaseException: a package that makes it panic is bad too.
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        LOG.warning("package unreadable while validating (%s): %s", type(exc).__name__, reason)
+        raise Rejected(f"the package's metadata cannot be read: {reason}") from exc
 
 
 class UploadHandler(BaseHTTPRequestHandler):
@@ -296,7 +358,7 @@ class UploadHandler(BaseHTTPRequestHandler):
         self.identity = self.headers.get(IDENTITY_HEADER, "")
         self.body: BodyReader | None = None
         self.body_consumed = False
-        self.described = self.path.split("?", 1)[0]
+        self.described = loggable_path(self.path)
         try:
             status, answer = self._handle()
         except Answer as refusal:
@@ -312,6 +374,10 @@ class UploadHandler(BaseHTTPRequestHandler):
         if status >= 400 and self.body is not None and not self.body_consumed:
             if not self.body.drain():
                 self.close_connection = True
+        elif self.body is None and (self.command != "DELETE" or self._has_body()):
+            # An upload refused for its framing, or a DELETE's body: what follows on the
+            # connection is no next request.
+            self.close_connection = True
         headers = {"Retry-After": "5"} if status == 503 else {}
         if status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="condaport upload"'
@@ -332,12 +398,17 @@ class UploadHandler(BaseHTTPRequestHandler):
             time.monotonic() - started,
         )
 
+    def _has_body(self) -> bool:
+        return "Transfer-Encoding" in self.headers or (
+            self.headers.get("Content-Length", "0").strip() not in ("", "0")
+        )
+
     def _handle(self) -> tuple[int, dict]:
         service = self.server.service
-        if not IDENTITY.match(self.identity):
-            raise Answer(401, "no authenticated uploader (NGINX passes who it is)")
         if self.command != "DELETE":
             self.body = BodyReader(self)
+        if not IDENTITY.match(self.identity):
+            raise Answer(401, "no authenticated uploader (NGINX passes who it is)")
         target = parse_target(self.path)
         if (self.command == "POST") != (target.api == "quetz"):
             raise Answer(405, f"{self.command} is not how this API uploads")
@@ -352,7 +423,7 @@ class UploadHandler(BaseHTTPRequestHandler):
         try:
             split_name(target.filename)
         except Rejected as exc:
-            raise Answer(422, str(exc), file=target.filename) from None
+            raise Answer(rejected_status(exc), str(exc), file=target.filename) from None
         described = {"channel": channel.name, "file": target.filename}
         if self.command == "DELETE":
             if not grant.overwrite:
@@ -393,11 +464,11 @@ class UploadHandler(BaseHTTPRequestHandler):
                     guard=service.guard,
                     lock_timeout=settings.lock_timeout,
                     editor=service.editor,
-                    validating=service.validating,
+                    validating=ValidationSlot(service.validating),
                     uploader_without_delete_right=None if grant.overwrite else self.identity,
                 )
             except Rejected as exc:
-                raise Answer(422, str(exc), **described) from None
+                raise Answer(rejected_status(exc), str(exc), **described) from None
             except WrongSubdir as exc:
                 raise Answer(400, str(exc), **described) from None
             except Conflict as exc:

@@ -34,12 +34,13 @@ import pytest
 from conftest import _require, fetch
 
 from tests.support.client import run_install, write_auth_file
-from tests.support.pkgbuild import build_conda, build_tar_bz2
+from tests.support.pkgbuild import build_conda, build_large_conda, build_tar_bz2
 from tests.support.playbook import copy_to_host
 from tests.support.uploader import run_upload, write_token_auth_file
 
 RUN = os.urandom(3).hex()
 TREE = "/srv/condaport/channels"
+STAGING = "/srv/condaport/staging/.uploads"
 UNKNOWN_TOKEN = "not-an-upload-token-0123456789"
 
 
@@ -691,41 +692,32 @@ def test_eight_uploaders_in_parallel_all_land_while_a_client_polls(
 def test_the_service_killed_mid_upload_serves_nothing_half_placed(
     site: Site, tmp_path: Path
 ) -> None:
+    """NGINX hands the service a body only once it holds all of it, so the service is
+    killed while it stages or validates one: by a watcher on the host that fires the
+    moment the staged file appears (polling from here would miss it)."""
     before = listed(site, "main")
-    name = f"interrupted-{RUN}-1.0-0.tar.bz2"
-    sent = threading.Event()
-
-    def slow_body() -> Iterator[bytes]:
-        for n in range(60):
-            if n == 5:
-                sent.set()
-            time.sleep(0.1)
-            yield b"\0" * 32768
-
-    outcome: list[object] = []
-
-    def upload() -> None:
-        try:
-            outcome.append(
-                send(
-                    site, "PUT", f"/main/noarch/{name}", slow_body(), credentials(site, "uploader")
-                )
-            )
-        except (ConnectionError, http.client.HTTPException, ssl.SSLError) as exc:
-            outcome.append(exc)
-
-    thread = threading.Thread(target=upload)
-    thread.start()
-    assert sent.wait(timeout=60)
-    for _ in range(30):
-        staged = on_host(site, "find", "/srv/condaport/staging/.uploads", "-name", name)
-        if staged.stdout.strip():
-            break
-        time.sleep(0.1)
-    assert staged.stdout.strip(), "the body was not being staged when the service was killed"
-    on_host(site, "systemctl", "kill", "--signal=SIGKILL", "condaport-upload.service")
-    thread.join(timeout=120)
-    assert outcome and (not isinstance(outcome[0], Reply) or outcome[0].status >= 500), outcome
+    package = build_large_conda(tmp_path / "dist", 3 * 1024 * 1024, name=f"interrupted-{RUN}")
+    name = package.name
+    watch = (
+        "for i in $(seq 60000); do"
+        f" if ls {STAGING}/*/{name} >/dev/null 2>&1; then"
+        " systemctl kill --signal=SIGKILL condaport-upload.service && echo killed; exit 0;"
+        " fi; sleep 0.002; done; exit 1"
+    )
+    watcher = subprocess.Popen(
+        ["podman", "exec", site.container, "sh", "-c", watch], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(1)  # the watcher is looking
+    outcome: Reply | Exception
+    try:
+        outcome = send(
+            site, "PUT", f"/main/noarch/{name}", package.read_bytes(), credentials(site, "uploader")
+        )
+    except (ConnectionError, http.client.HTTPException, ssl.SSLError) as exc:
+        outcome = exc
+    watched, _ = watcher.communicate(timeout=300)
+    assert "killed" in watched, "the body was not being staged when the service was killed"
+    assert not isinstance(outcome, Reply) or outcome.status >= 500, outcome
     assert name not in listed(site, "main")
     assert set(before) <= set(listed(site, "main"))
     served = on_host(site, "find", f"{TREE}/main", "-name", f"*{name}*").stdout.strip()
@@ -733,9 +725,57 @@ def test_the_service_killed_mid_upload_serves_nothing_half_placed(
     # The next upload starts the service again, which clears what the killed one staged.
     package = build_tar_bz2(tmp_path, f"after-kill-{RUN}")
     assert put(site, "uploader", "main", package).status == 201
-    assert on_host(site, "find", "/srv/condaport/staging/.uploads", "-name", name).stdout == ""
+    assert on_host(site, "find", STAGING, "-name", name).stdout == ""
     assert package.name in listed(site, "main")
     installs(site, tmp_path, "main", f"after-kill-{RUN}")
+
+
+def _token_upload_urls(token: str, name: str) -> list[tuple[str, str]]:
+    """An upload sent to a channel URL with its read token, in the spellings NGINX reads
+    as that path (its access log masks them all)."""
+    encoded = f"%{ord(token[0]):02X}{token[1:]}"
+    return [
+        ("PUT", f"/t/{token}/main/noarch/{name}"),
+        ("PUT", f"/T/{token}/main/noarch/{name}"),
+        ("PUT", f"/t/{encoded}/main/noarch/{name}"),
+        ("PUT", f"//t//{token}/main/noarch/{name}"),
+        ("PUT", f"/main/../t/{token}/main/noarch/{name}"),
+        ("DELETE", f"/t/{token}/main/noarch/{name}"),
+        ("POST", f"/t/{token}/api/channels/main/upload/{name}"),
+    ]
+
+
+def test_a_read_token_in_an_upload_url_reaches_no_log(site: Site, tmp_path: Path) -> None:
+    """A channel URL with its read token pasted as the upload URL is refused before any
+    credential check, body read or the service: auth_basic logs a wrong password with the
+    request line, NGINX a too large body likewise, and the service its request path, so
+    neither NGINX's logs nor the journal may hold the token afterwards."""
+    inventory = json.loads(_require("CONDAPORT_UPLOAD"))
+    read_token = next(t for u in inventory["users"] for t in u.get("tokens", []))
+    unknown = f"unknown-read-token-{os.urandom(8).hex()}"
+    package = build_tar_bz2(tmp_path, f"tokened-{site.mode}-{RUN}")
+    body = package.read_bytes()
+    for token in (read_token, unknown):
+        for method, path in _token_upload_urls(token, package.name):
+            for who in ("uploader", "wrong-password", "none", "bearer:ci-main"):
+                sent = None if method == "DELETE" else body
+                reply = send(site, method, path, sent, credentials(site, who))
+                assert reply.status == 404, (method, who, reply)
+                assert "/t/<token>/" in reply.body.get("error", ""), reply
+        oversize = b"\0" * (5 * 1024 * 1024)  # past the scenario's 4 MiB limit
+        reply = send(site, "PUT", f"/t/{token}/main/noarch/{package.name}", oversize)
+        assert reply.status == 404, reply
+    assert package.name not in listed(site, "main")
+    journal = on_host(site, "journalctl", "--no-pager", "--output=cat", check=False)
+    assert journal.returncode == 0 and "accepting uploads" in journal.stdout, journal.stderr
+    nginx_logs = on_host(site, "sh", "-c", "cat /var/log/nginx/*.log")
+    # The refusals were logged, under the internal location's name.
+    assert "/.condaport-upload-token/" in nginx_logs.stdout, nginx_logs.stdout[-2000:]
+    for token in (read_token, unknown):
+        # The token itself, and the tail an encoded first character leaves.
+        for shown in (token, token[1:]):
+            assert shown not in journal.stdout, f"token in the journal ({site.mode})"
+            assert shown not in nginx_logs.stdout, f"token in NGINX's logs ({site.mode})"
 
 
 def test_no_upload_token_is_stored_anywhere_but_the_root_only_map(site: Site) -> None:

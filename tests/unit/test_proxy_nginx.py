@@ -221,6 +221,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
         # Everything the host keeps in /etc, /run, /var, here in the scratch prefix.
         "condaport_auth_dir": str(prefix / "auth"),
         "condaport_channels_root": str(prefix / "local"),
+        "condaport_staging_root": str(prefix / "staging"),
         "condaport_server_certificate_path": str(prefix / "cert.pem"),
         "condaport_server_key_path": str(prefix / "key.pem"),
         "condaport_upload_socket": str(prefix / "run/upload.sock"),

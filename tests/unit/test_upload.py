@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import http.client
 import json
+import logging
 import shutil
 import socket
 import threading
@@ -48,25 +49,14 @@ class Host:
         body: bytes | None = None,
         *,
         identity: str | None = "token:ci",
-        chunked: bool = False,
         headers: dict[str, str] | None = None,
     ) -> tuple[int, dict, dict]:
+        """As NGINX forwards a request: the body (if any) with its Content-Length."""
         conn = UnixConnection(self.socket)
         sent = dict(headers or {})
         if identity:
             sent["X-Condaport-Uploader"] = identity
-        if chunked:
-            conn.putrequest(method, target)
-            for name, value in {**sent, "Transfer-Encoding": "chunked"}.items():
-                conn.putheader(name, value)
-            conn.endheaders()
-            data = body or b""
-            for start in range(0, len(data), 700):
-                piece = data[start : start + 700]
-                conn.send(f"{len(piece):x}\r\n".encode() + piece + b"\r\n")
-            conn.send(b"0\r\n\r\n")
-        else:
-            conn.request(method, target, body=body, headers=sent)
+        conn.request(method, target, body=body, headers=sent)
         response = conn.getresponse()
         answer = json.loads(response.read())
         conn.close()
@@ -76,6 +66,11 @@ class Host:
         return self.request(
             "PUT", f"/artifactory/main/{subdir}/{path.name}", path.read_bytes(), **kwargs
         )
+
+    def staged(self) -> list[Path]:
+        """What the service left in staging (nothing, between requests)."""
+        folder = self.root / "staging" / ".uploads"
+        return list(folder.iterdir()) if folder.exists() else []
 
     def listed(self, subdir: str = "noarch") -> dict[str, dict]:
         data = json.loads((self.channel / subdir / "repodata.json").read_text())
@@ -281,19 +276,73 @@ def test_who_may_upload_where(host: Host, tmp_path: Path) -> None:
     assert host.put(package, identity="user:alice")[0] == 201
 
 
-def test_size_limit_is_413_up_front_and_while_streaming(host: Host, tmp_path: Path) -> None:
+def test_size_limit_is_413_up_front(host: Host, tmp_path: Path) -> None:
     big = tmp_path / "big-1.0-0.tar.bz2"
     big.write_bytes(b"\0" * 300_000)
-    assert host.put(big)[0] == 413
-    status, answer, _ = host.put(big, chunked=True)
+    status, answer, _ = host.put(big)
     assert status == 413 and "limit" in answer["error"]
-    assert not list((host.root / "staging" / ".uploads").iterdir())
+    assert host.staged() == []
 
 
-def test_a_chunked_upload_works(host: Host, tmp_path: Path) -> None:
-    package = build_conda(tmp_path, "chunky")
-    status, answer, _ = host.put(package, chunked=True)
-    assert status == 201, answer
+def _raw_exchange(host: Host, head: str, body: bytes) -> tuple[bytes, bytes]:
+    """Send bytes as they are (http.client frames bodies itself); the answer, and what
+    the service sends after it until it closes the connection (b"" when it closed)."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(host.socket))
+        sock.sendall(head.replace("\n", "\r\n").encode() + b"\r\n" + body)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        headers = received.partition(b"\r\n\r\n")[0]
+        length = next(
+            int(line.split(b":")[1]) for line in headers.split(b"\r\n") if b"Content-Length" in line
+        )
+        while len(received) < len(headers) + 4 + length:
+            received += sock.recv(65536)
+        cut = len(headers) + 4 + length
+        answer, after = received[:cut], received[cut:]
+        try:
+            while piece := sock.recv(65536):
+                after += piece
+        except TimeoutError:
+            after += b"<still open>"
+        return answer, after
+
+
+@pytest.mark.parametrize(
+    "framing",
+    [
+        "Transfer-Encoding: chunked",
+        "Transfer-Encoding: chunked\nContent-Length: 11",
+        "Content-Length: 11\nContent-Length: 11",
+        "Content-Length: +11",
+        "Content-Length: 1_1",
+        "Content-Length: 0x0b",
+        "",
+    ],
+    ids=["chunked", "chunked-and-length", "two-lengths", "signed", "underscore", "hex", "none"],
+)
+def test_a_body_without_one_plain_content_length_is_411_and_never_decoded(
+    host: Host, tmp_path: Path, framing: str
+) -> None:
+    """NGINX forwards every body with its length; no other framing is parsed here. What
+    the client sent after the headers is never read as a next request either."""
+    package = build_conda(tmp_path, "framed")
+    data = package.read_bytes()
+    chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(data), data)
+    # Smuggled behind the body: a second request the service must never answer.
+    smuggled = b"DELETE /artifactory/main/noarch/x-1.0-0.conda HTTP/1.1\r\nHost: x\r\n\r\n"
+    head = (
+        f"PUT /artifactory/main/noarch/{package.name} HTTP/1.1\nHost: condaport-upload\n"
+        f"X-Condaport-Uploader: token:ci\n{framing + chr(10) if framing else ''}"
+    )
+    answer, after = _raw_exchange(host, head, chunked + smuggled)
+    assert answer.startswith(b"HTTP/1.1 411 "), answer
+    assert b"Content-Length" in answer.partition(b"\r\n\r\n")[2]
+    assert after == b"", after
+    assert package.name not in host.listed()
+    assert host.staged() == []
 
 
 def test_a_locked_channel_answers_503_with_retry_after(host: Host, tmp_path: Path) -> None:
@@ -323,10 +372,8 @@ def test_quetz_upload_checks_the_sha256_it_names(host: Host, tmp_path: Path) -> 
     package = build_conda(tmp_path, "quetzal")
     data = package.read_bytes()
     target = f"/quetz/api/channels/main/upload/{package.name}?force=false&sha256="
-    assert host.request("POST", target + "0" * 64, data, chunked=True)[0] == 400
-    status, answer, _ = host.request(
-        "POST", target + hashlib.sha256(data).hexdigest(), data, chunked=True
-    )
+    assert host.request("POST", target + "0" * 64, data)[0] == 400
+    status, answer, _ = host.request("POST", target + hashlib.sha256(data).hexdigest(), data)
     assert status == 201, answer
     assert package.name in host.listed()
 
@@ -409,3 +456,111 @@ def test_a_storage_failure_is_a_json_500_naming_the_cause(host: Host, tmp_path: 
     staging.write_text("not a directory")
     status, answer, _ = host.put(build_conda(tmp_path, "unstorable"))
     assert status == 500 and "could not store the package" in answer["error"], answer
+
+
+READ_TOKEN = "read-token-never-logged-0123456789"
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        f"/artifactory/t/{READ_TOKEN}/main/noarch/tokened-1.0-0.conda",
+        f"/artifactory/T/{READ_TOKEN}/main/noarch/tokened-1.0-0.conda",
+        f"/artifactory/%74/{READ_TOKEN}/main/noarch/tokened-1.0-0.conda",
+        f"/artifactory/t%2F{READ_TOKEN}/noarch/tokened-1.0-0.conda",
+        f"/artifactory//t//{READ_TOKEN}/main/noarch/tokened-1.0-0.conda",
+        f"/artifactory/main/../t/{READ_TOKEN}/main/noarch/tokened-1.0-0.conda",
+        f"/artifactory/t/{READ_TOKEN.replace('-', '%2D')}/main/noarch/tokened-1.0-0.conda",
+        f"/quetz/t/{READ_TOKEN}/api/channels/main/upload/tokened-1.0-0.conda",
+    ],
+)
+def test_a_read_token_in_the_url_is_refused_and_never_logged(
+    host: Host, tmp_path: Path, caplog: pytest.LogCaptureFixture, target: str
+) -> None:
+    """A channel URL with its token pasted as the upload URL: NGINX refuses it first, and
+    the service, reached anyway, neither echoes nor logs the token in any spelling."""
+    package = build_conda(tmp_path, "tokened")
+    method = "POST" if target.startswith("/quetz") else "PUT"
+    with caplog.at_level(logging.INFO, logger="condaport-upload"):
+        status, answer, _ = host.request(method, target, package.read_bytes())
+        host.request("DELETE", target)
+    assert status == 404 and "/t/<token>/" in answer["error"], answer
+    assert READ_TOKEN not in json.dumps(answer)
+    logged = caplog.text
+    assert "/t/<redacted>" in logged, logged
+    assert READ_TOKEN not in logged and READ_TOKEN.replace("-", "%2D") not in logged, logged
+    assert package.name not in host.listed()
+
+
+def _with_info_file(package: Path, dest: Path, name: str, content: bytes) -> Path:
+    """A copy of a .conda whose info archive also holds `name` with `content`."""
+    import io
+    import tarfile
+
+    import zstandard
+
+    dest.mkdir(parents=True, exist_ok=True)
+    target = dest / package.name
+    with zipfile.ZipFile(package) as source, zipfile.ZipFile(target, "w") as out:
+        for item in source.infolist():
+            data = source.read(item)
+            if item.filename.startswith("info-"):
+                raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
+                buffer = io.BytesIO()
+                with (
+                    tarfile.open(fileobj=io.BytesIO(raw)) as inner,
+                    tarfile.open(fileobj=buffer, mode="w") as rebuilt,
+                ):
+                    for member in inner.getmembers():
+                        rebuilt.addfile(member, inner.extractfile(member))
+                    info = tarfile.TarInfo(name)
+                    info.size = len(content)
+                    rebuilt.addfile(info, io.BytesIO(content))
+                data = zstandard.ZstdCompressor().compress(buffer.getvalue())
+            out.writestr(item, data)
+    return target
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"{not json", b'{"weak": 5}', b"\xff\xfe not utf-8"],
+    ids=["not-json", "not-a-list", "not-utf8"],
+)
+def test_metadata_the_record_cannot_be_built_from_is_422_with_the_reason(
+    host: Host, tmp_path: Path, content: bytes
+) -> None:
+    """info/run_exports.json is read while the repodata record is built, after the
+    package checks: a parse error there is the package's fault (422), not the host's."""
+    package = _with_info_file(
+        build_conda(tmp_path / "src", "exporter"),
+        tmp_path / "bad",
+        "info/run_exports.json",
+        content,
+    )
+    status, answer, _ = host.put(package)
+    assert status == 422, answer
+    assert "cannot be read" in answer["error"], answer
+    assert package.name not in host.listed()
+    assert not (host.channel / "noarch" / package.name).exists()
+    assert host.staged() == []
+
+
+def test_a_refusal_may_name_its_own_status() -> None:
+    """packages.TooLarge (a Rejected carrying http_status = 413) answers 413; any other
+    refusal, or a status that is no client error, answers 422."""
+    from condaport.packages import Rejected
+    from condaport.upload import rejected_status
+
+    class TooLarge(Rejected):
+        http_status = 413
+
+    class Odd(Rejected):
+        http_status = "413"
+
+    class Success(Rejected):
+        http_status = 200
+
+    assert rejected_status(TooLarge("unpacks to 40 GB")) == 413
+    assert rejected_status(Rejected("bad")) == 422
+    assert rejected_status(Odd("x")) == 422
+    assert rejected_status(Success("x")) == 422

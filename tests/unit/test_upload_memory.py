@@ -62,20 +62,16 @@ def service(tmp_path: Path):
     process.wait(timeout=30)
 
 
-def _put(listening: Path, package: Path, chunked: bool) -> tuple[int, dict]:
+def _put(listening: Path, package: Path) -> tuple[int, dict]:
+    """As NGINX forwards an upload: the body, read whole before, with its Content-Length."""
     connection = UnixConnection(listening)
     connection.putrequest("PUT", f"/artifactory/main/noarch/{package.name}")
     connection.putheader("X-Condaport-Uploader", "token:ci")
-    if chunked:
-        connection.putheader("Transfer-Encoding", "chunked")
-    else:
-        connection.putheader("Content-Length", str(package.stat().st_size))
+    connection.putheader("Content-Length", str(package.stat().st_size))
     connection.endheaders()
     with package.open("rb") as body:
         for block in iter(lambda: body.read(MIB), b""):
-            connection.send(b"%x\r\n%s\r\n" % (len(block), block) if chunked else block)
-    if chunked:
-        connection.send(b"0\r\n\r\n")
+            connection.send(block)
     response = connection.getresponse()
     answer = json.loads(response.read())
     connection.close()
@@ -89,10 +85,10 @@ def test_a_large_upload_into_a_never_indexed_subdir_keeps_the_service_small(
     first = build_large_conda(tmp_path / "one", 80 * MIB, name="big-first")
     second = build_large_conda(tmp_path / "two", 80 * MIB, name="big-second")
     # Never indexed: the subdir is indexed fully (without the upload), then edited in place.
-    status, answer = _put(listening, first, chunked=False)
+    status, answer = _put(listening, first)
     assert (status, answer["indexed"]) == (201, "full"), answer
-    # Indexed: the in-place edit alone; chunked, as rattler's clients send.
-    status, answer = _put(listening, second, chunked=True)
+    # Indexed: the in-place edit alone.
+    status, answer = _put(listening, second)
     assert (status, answer["indexed"]) == (201, "incremental"), answer
     listed = json.loads((noarch / "repodata.json").read_text())["packages.conda"]
     assert {first.name, second.name} <= set(listed)
