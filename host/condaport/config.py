@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from condaport.packages import DEFAULT_MAX_UNPACKED_SIZE
+
 DEFAULT_PATH = Path("/etc/condaport/condaport.json")
 ENVIRONMENT_VARIABLE = "CONDAPORT_CONFIG"
 # What the shared role's condaport_channel_name_pattern allows; never a path trick.
@@ -41,6 +43,8 @@ class HostConfig:
     index_backend: str = "rattler"
     conda_python: str | None = None
     channels: tuple[ChannelConfig, ...] = field(default_factory=tuple)
+    # Bytes one package may unpack to while validated (larger: refused, HTTP 413).
+    package_max_unpacked_size: int = DEFAULT_MAX_UNPACKED_SIZE
 
     def channel(self, name: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -62,6 +66,12 @@ def _channel(raw: object) -> ChannelConfig:
     return ChannelConfig(raw["name"], tuple(subdirs), bool(raw.get("anonymous", False)))
 
 
+def _positive_size(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key} must be a positive number of bytes, not {value!r}")
+    return value
+
+
 def parse(data: dict, source: str = "configuration") -> HostConfig:
     try:
         return HostConfig(
@@ -73,6 +83,10 @@ def parse(data: dict, source: str = "configuration") -> HostConfig:
             index_backend=str(data.get("index_backend", "rattler")),
             conda_python=data.get("conda_python") or None,
             channels=tuple(_channel(c) for c in data.get("channels", [])),
+            package_max_unpacked_size=_positive_size(
+                data.get("package_max_unpacked_size", DEFAULT_MAX_UNPACKED_SIZE),
+                "package_max_unpacked_size",
+            ),
         )
     except KeyError as missing:
         raise ConfigError(f"{source} lacks {missing}") from None

@@ -33,7 +33,7 @@ from condaport.index import (
     rows_digest,
 )
 from condaport.locking import LockTimeout, channel_lock
-from condaport.packages import PackageInfo, inspect_package, sha256_of
+from condaport.packages import Limits, PackageInfo, inspect_package, sha256_of
 from condaport.publish import _existing as existing_file
 from condaport.publish import _move_into_place as move_into_place
 from condaport.publish import sweep_partials
@@ -176,8 +176,13 @@ def accept(
     for the channel lock, so uploads queued on a busy channel do not stop others from
     being validated meanwhile."""
     with validating or nullcontext():
-        info: PackageInfo = inspect_package(staged, list(channel.subdirs) or None)
-        record = repodata.package_record(staged, sha256=info.sha256, md5=md5, size=info.size)
+        info: PackageInfo = inspect_package(
+            staged,
+            list(channel.subdirs) or None,
+            scratch_dir=staged.parent,  # on the staging filesystem, not in /tmp
+            limits=Limits(unpacked_size=host.package_max_unpacked_size),
+        )
+        record = repodata.record_for(info, md5=md5)
     if url_subdir is not None and info.subdir != url_subdir:
         raise WrongSubdir(
             f"the package says its subdir is {info.subdir!r}, but it was sent to {url_subdir!r}"
