@@ -161,6 +161,34 @@ class _CountedStream:
         return data
 
 
+class _OneBzip2Stream:
+    """A .tar.bz2's decompressed bytes, from its one bzip2 stream. rattler reads only the
+    first stream of a file, Python's bz2 every one: a file of several streams would show
+    each tool other members, so anything after the first stream is refused."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._decompressor = bz2.BZ2Decompressor()
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = size if size > 0 else 1 << 20
+        while not self._decompressor.eof:
+            chunk = b""
+            if self._decompressor.needs_input:
+                chunk = self._handle.read(1 << 16)
+                if not chunk:
+                    raise EOFError("the file ends inside its bzip2 stream")
+            data = self._decompressor.decompress(chunk, max_length=wanted)
+            if data:
+                return data
+        if self._decompressor.unused_data or self._handle.read(1):
+            raise Rejected(
+                "the .tar.bz2 holds more than one bzip2 stream (or bytes after it):"
+                " conda tools disagree on what such a file contains"
+            )
+        return b""
+
+
 @contextmanager
 def _reading(suffix: str) -> Iterator[None]:
     """Decoding errors of any layer as one refusal saying the archive is broken."""
@@ -200,11 +228,13 @@ def _walk(
             while (member := archive.next()) is not None:
                 archive.members.clear()  # tarfile keeps every header otherwise
                 yield archive, member
+        while counted.read(1 << 20):  # to the stream's end, counted: it must be whole
+            pass
 
     with _reading(suffix):
         if suffix == ".tar.bz2":
-            with bz2.BZ2File(path) as stream:
-                yield from members(stream)
+            with path.open("rb") as handle:
+                yield from members(_OneBzip2Stream(handle))
             return
         with zipfile.ZipFile(path) as zipped:
             if "metadata.json" in zipped.namelist():
@@ -212,7 +242,10 @@ def _walk(
             for inner in (f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"):
                 with zipped.open(inner) as entry:
                     decompressor = zstandard.ZstdDecompressor()
-                    with decompressor.stream_reader(entry, closefd=False) as stream:
+                    # Across frames, as rattler's zstd reader goes on past a frame's end.
+                    with decompressor.stream_reader(
+                        entry, closefd=False, read_across_frames=True
+                    ) as stream:
                         yield from members(stream)
                     while entry.read(1 << 20):  # the rest of the entry, for its CRC
                         pass
