@@ -322,7 +322,7 @@ def bzip2_of_blocks(pieces: list[tuple[bytes, int]]) -> bytes:
 def _tar_header(name: str, size: int) -> bytes:
     info = tarfile.TarInfo(name)
     info.size, info.mtime = size, 0
-    return info.tobuf(format=tarfile.USTAR_FORMAT)
+    return info.tobuf(format=tarfile.GNU_FORMAT)  # sizes past 8 GiB in base-256
 
 
 def _tar_body(members: list[tuple[str, bytes]]) -> bytes:
@@ -364,23 +364,21 @@ def build_bzip2_bomb(
 
 
 def build_zstd_bomb(dest: Path, name: str = "zstbomb", unpacked: int = 1 << 30) -> Path:
-    """A .conda of some 30 kB whose pkg archive's share/zeros.bin unpacks to `unpacked`
-    bytes (a multiple of 16 MiB) of zeros, compressed streaming (never whole in memory)."""
-    compressor = zstandard.ZstdCompressor(level=3).compressobj()
-    parts = [compressor.compress(_tar_header("share/zeros.bin", unpacked))]
-    zeros = bytes(_PIECE)
-    parts += [compressor.compress(zeros) for _ in range(unpacked // _PIECE)]
-    parts += [compressor.compress(bytes(10240)), compressor.flush()]
+    """A .conda whose pkg archive's share/zeros.bin unpacks to `unpacked` bytes (a
+    multiple of 16 MiB) of zeros: one zstd frame of 16 MiB of zeros, compressed once and
+    repeated (readers go on across frames), so building 1 GiB or 9 GiB takes milliseconds."""
+    compress = zstandard.ZstdCompressor(level=3).compress
+    frames = [compress(_tar_header("share/zeros.bin", unpacked))]
+    frames += [compress(bytes(_PIECE))] * (unpacked // _PIECE)
+    frames.append(compress(bytes(10240)))
     dest.mkdir(parents=True, exist_ok=True)
     stem = f"{name}-1.0-0"
     target = dest / f"{stem}.conda"
-    compress = zstandard.ZstdCompressor().compress
+    info = zstandard.ZstdCompressor().compress(tar_stream(_zeros_listed(name, unpacked)))
     with zipfile.ZipFile(target, "w", compression=zipfile.ZIP_STORED) as archive:
         archive.writestr("metadata.json", json.dumps({"conda_pkg_format_version": 2}))
-        archive.writestr(
-            f"info-{stem}.tar.zst", compress(tar_stream(_zeros_listed(name, unpacked)))
-        )
-        archive.writestr(f"pkg-{stem}.tar.zst", b"".join(parts))
+        archive.writestr(f"info-{stem}.tar.zst", info)
+        archive.writestr(f"pkg-{stem}.tar.zst", b"".join(frames))
     return target
 
 
@@ -403,4 +401,62 @@ def build_big_index_json(dest: Path, size: int, name: str = "verbose") -> Path:
     padded = (text[:-1] + " " * max(0, size - len(text)) + "}").encode()
     return build_raw_tar_bz2(
         dest, f"{name}-1.0-0.tar.bz2", [("info/index.json", padded), *payload_members(name)]
+    )
+
+
+# A record rattler's indexer cannot parse: had it reached repodata, the subdir's full
+# index would fail. Each trick below hides it from a validator that reads another copy.
+_BROKEN_DEPENDS = {"depends": ["foo >=>= 1"]}
+
+
+def _zst_tar(members: list[tuple[str, bytes]]) -> bytes:
+    return zstandard.ZstdCompressor().compress(tar_stream(members))
+
+
+def build_twice_indexed(dest: Path, name: str) -> Path:
+    """A .tar.bz2 with two info/index.json: rattler's extraction keeps the last (valid),
+    the old record builder read the first (unparsable depends)."""
+    hostile = info_members(name, **_BROKEN_DEPENDS)[0]
+    members = [hostile, *info_members(name), *payload_members(name)]
+    return build_raw_tar_bz2(dest, f"{name}-1.0-0.tar.bz2", members)
+
+
+def build_conda_with_decoy_info(dest: Path, name: str) -> Path:
+    """A .conda whose first zip entry is another package's info archive (version 9.9,
+    unparsable depends): the old record builder took the first `info-` entry."""
+    decoy = (f"info-{name}-9.9-0.tar.zst", _zst_tar(info_members(name, "9.9", **_BROKEN_DEPENDS)))
+    return build_raw_conda(
+        dest, f"{name}-1.0-0", info_members(name), payload_members(name), entries_before=[decoy]
+    )
+
+
+def build_conda_with_extra_entry(dest: Path, name: str, entry: str = "notes.txt") -> Path:
+    return build_raw_conda(
+        dest,
+        f"{name}-1.0-0",
+        info_members(name),
+        payload_members(name),
+        entries_after=[(entry, b"read me")],
+    )
+
+
+def build_conda_with_info_twice(dest: Path, name: str) -> Path:
+    """A .conda holding its info archive twice, the second with unparsable depends."""
+    again = (f"info-{name}-1.0-0.tar.zst", _zst_tar(info_members(name, **_BROKEN_DEPENDS)))
+    return build_raw_conda(
+        dest, f"{name}-1.0-0", info_members(name), payload_members(name), entries_after=[again]
+    )
+
+
+def build_conda_with_inner_duplicate(dest: Path, name: str) -> Path:
+    """A .conda whose pkg archive holds its payload file twice."""
+    payload = payload_members(name)
+    return build_raw_conda(dest, f"{name}-1.0-0", info_members(name), payload + payload)
+
+
+def build_conda_with_index_in_pkg(dest: Path, name: str) -> Path:
+    """A .conda with an info/index.json (unparsable depends) in its pkg archive as well."""
+    hostile = info_members(name, **_BROKEN_DEPENDS)[0]
+    return build_raw_conda(
+        dest, f"{name}-1.0-0", info_members(name), [hostile, *payload_members(name)]
     )

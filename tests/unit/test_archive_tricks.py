@@ -18,7 +18,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-import zstandard
 
 from condaport import repodata
 from condaport.config import ConfigError, parse
@@ -34,75 +33,21 @@ from tests.support.pkgbuild import (
     build_big_index_json,
     build_bzip2_bomb,
     build_conda_by_hand,
+    build_conda_with_decoy_info,
+    build_conda_with_extra_entry,
+    build_conda_with_index_in_pkg,
+    build_conda_with_info_twice,
+    build_conda_with_inner_duplicate,
     build_many_members,
     build_raw_conda,
-    build_raw_tar_bz2,
     build_tar_bz2,
+    build_twice_indexed,
     build_zstd_bomb,
     info_members,
     payload_members,
-    tar_stream,
 )
 
 MIB = 1 << 20
-# A record rattler's indexer cannot parse: accepted into repodata, it fails the subdir.
-BROKEN_DEPENDS = {"depends": ["foo >=>= 1"]}
-
-
-def _zst(members: list[tuple[str, bytes]]) -> bytes:
-    return zstandard.ZstdCompressor().compress(tar_stream(members))
-
-
-def _two_index_jsons(folder: Path) -> Path:
-    """The first info/index.json is what the old record builder read, the last what
-    rattler's extraction (the old validation) kept."""
-    hostile = info_members("twice", **BROKEN_DEPENDS)[0]
-    members = [hostile, *info_members("twice"), *payload_members("twice")]
-    return build_raw_tar_bz2(folder, "twice-1.0-0.tar.bz2", members)
-
-
-def _extra_info_archive_first(folder: Path) -> Path:
-    decoy = ("info-decoy-9.9-0.tar.zst", _zst(info_members("decoy", "9.9", **BROKEN_DEPENDS)))
-    return build_raw_conda(
-        folder,
-        "decoy-1.0-0",
-        info_members("decoy"),
-        payload_members("decoy"),
-        entries_before=[decoy],
-    )
-
-
-def _unexpected_entry(folder: Path) -> Path:
-    return build_raw_conda(
-        folder,
-        "chatty-1.0-0",
-        info_members("chatty"),
-        payload_members("chatty"),
-        entries_after=[("notes.txt", b"read me")],
-    )
-
-
-def _info_archive_twice(folder: Path) -> Path:
-    again = ("info-again-1.0-0.tar.zst", _zst(info_members("again", **BROKEN_DEPENDS)))
-    return build_raw_conda(
-        folder,
-        "again-1.0-0",
-        info_members("again"),
-        payload_members("again"),
-        entries_after=[again],
-    )
-
-
-def _inner_duplicate(folder: Path) -> Path:
-    payload = payload_members("dup")
-    return build_raw_conda(folder, "dup-1.0-0", info_members("dup"), payload + payload)
-
-
-def _index_json_in_both_inner_archives(folder: Path) -> Path:
-    hostile = info_members("both", **BROKEN_DEPENDS)[0]
-    return build_raw_conda(
-        folder, "both-1.0-0", info_members("both"), [hostile, *payload_members("both")]
-    )
 
 
 def _hidden_bytes(folder: Path) -> Path:
@@ -146,24 +91,27 @@ def _huge_pax_header(folder: Path) -> Path:
 
 TRICKS: dict[str, tuple[Callable[[Path], Path], str]] = {
     ".tar.bz2 with two info/index.json": (
-        _two_index_jsons,
+        lambda folder: build_twice_indexed(folder, "twice"),
         "the package holds 'info/index.json' twice",
     ),
     ".conda with another info archive first": (
-        _extra_info_archive_first,
+        lambda folder: build_conda_with_decoy_info(folder, "decoy"),
         "unexpected entry 'info-decoy-9.9-0.tar.zst'",
     ),
-    ".conda with an unexpected entry": (_unexpected_entry, "unexpected entry 'notes.txt'"),
+    ".conda with an unexpected entry": (
+        lambda folder: build_conda_with_extra_entry(folder, "chatty"),
+        "unexpected entry 'notes.txt'",
+    ),
     ".conda with its info archive twice": (
-        _info_archive_twice,
+        lambda folder: build_conda_with_info_twice(folder, "again"),
         "holds 'info-again-1.0-0.tar.zst' twice",
     ),
     "inner archive with a name twice": (
-        _inner_duplicate,
+        lambda folder: build_conda_with_inner_duplicate(folder, "dup"),
         "the package holds 'share/dup/data.txt' twice",
     ),
     "info/index.json in both inner archives": (
-        _index_json_in_both_inner_archives,
+        lambda folder: build_conda_with_index_in_pkg(folder, "both"),
         "the package holds 'info/index.json' twice",
     ),
     ".conda with bytes hidden before its entries": (_hidden_bytes, "a hidden entry?"),
