@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import bz2
 import dataclasses
+import errno
 import hashlib
 import json
 import os
@@ -90,6 +91,10 @@ DEFAULT_MAX_MEMBERS = 250_000
 MAX_METADATA_BYTES = 16 << 20
 # pax and GNU long-name headers, which tarfile reads whole into memory before the member.
 _MAX_HEADER_EXTENSION_BYTES = 1 << 20
+# Member names: a file system takes no longer path; all of them together are kept in
+# memory while a package is walked, so their total is bounded too.
+_MAX_NAME_BYTES = 4096
+_MAX_NAMES_BYTES = 64 << 20
 # Tar headers and padding around the members' data: at most this much per member.
 _TAR_OVERHEAD_PER_MEMBER = 2048
 _METADATA_FILES = frozenset(
@@ -265,6 +270,7 @@ class _Census:
         self.kinds: dict[str, str] = {}
         self.folders: set[str] = set()
         self.declared = 0
+        self.name_bytes = 0
 
     def admit(self, member: tarfile.TarInfo) -> str:
         name = member.name
@@ -274,6 +280,8 @@ class _Census:
                 f"archive member {_shown(name)} is not a plain relative path"
                 " (absolute, or with empty, '.' or '..' components)"
             )
+        if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
+            raise Rejected(f"archive member {_shown(name)} has a name over {_MAX_NAME_BYTES} bytes")
         if name in self.kinds:
             raise Rejected(
                 f"the package holds {_shown(name)} twice (readers disagree on which one counts)"
@@ -287,20 +295,34 @@ class _Census:
             raise Rejected(
                 f"archive member {_shown(name)} is a {kind}, but other members lie in it"
             )
-        for depth in range(1, len(parts)):
+        # Deepest first: a folder already known had its own parents checked when it came.
+        for depth in range(len(parts) - 1, 0, -1):
             parent = "/".join(parts[:depth])
+            if parent in self.folders:
+                break
             parent_kind = self.kinds.get(parent, "folder")
             if parent_kind != "folder":
                 raise Rejected(
                     f"archive member {_shown(name)} lies inside {_shown(parent)}, a {parent_kind}"
                 )
+            self._remember(parent)
             self.folders.add(parent)
+        self._remember(name)
         self.kinds[name] = kind
         if kind == "file":
             self.declared += member.size
             if self.declared > self.limits.unpacked_size:
                 raise _too_large(self.limits)
         return kind
+
+    def _remember(self, name: str) -> None:
+        """Names are kept in memory: their total is bounded like the members' count."""
+        self.name_bytes += len(name)
+        if self.name_bytes > _MAX_NAMES_BYTES:
+            raise TooLarge(
+                f"the package's member and folder names take more than"
+                f" {_size_text(_MAX_NAMES_BYTES)} (a hostile or broken archive)"
+            )
 
     def _kind(self, member: tarfile.TarInfo, name: str) -> str:
         if member.issparse():
@@ -440,32 +462,51 @@ def _extract(path: Path, stem: str, suffix: str, limits: Limits, dest: Path) -> 
     one), files are created new and never through a link, and tar modes are ignored.
     """
     census = _Census(limits)
-    written = 0
+    written = [0]
     for archive, member in _walk(path, stem, suffix, limits):
         kind = census.admit(member)
-        target = dest / member.name
-        if kind == "folder":
-            target.mkdir(parents=True, exist_ok=True)
-            continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if kind == "symbolic link":
-            os.symlink(member.linkname, target)
-            continue
-        if kind == "hard link":
-            os.link(dest / member.linkname, target, follow_symlinks=False)
-            continue
-        source = archive.extractfile(member)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
-        with os.fdopen(os.open(target, flags, 0o600), "wb") as out:
-            while True:
-                with _reading(suffix):
-                    block = source.read(1 << 20) if source is not None else b""
-                if not block:
-                    break
-                written += len(block)
-                if written > limits.unpacked_size:
-                    raise _too_large(limits)
-                out.write(block)
+        try:
+            _place(archive, member, kind, dest, suffix, limits, written)
+        except OSError as exc:
+            if exc.errno not in (errno.ENAMETOOLONG, errno.EILSEQ):
+                raise  # the host's trouble (a full disk), not the package's
+            raise Rejected(
+                f"archive member {_shown(member.name)} cannot be unpacked: {exc.strerror}"
+            ) from None
+
+
+def _place(
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    kind: str,
+    dest: Path,
+    suffix: str,
+    limits: Limits,
+    written: list[int],
+) -> None:
+    target = dest / member.name
+    if kind == "folder":
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "symbolic link":
+        os.symlink(member.linkname, target)
+        return
+    if kind == "hard link":
+        os.link(dest / member.linkname, target, follow_symlinks=False)
+        return
+    source = archive.extractfile(member)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(target, flags, 0o600), "wb") as out:
+        while True:
+            with _reading(suffix):
+                block = source.read(1 << 20) if source is not None else b""
+            if not block:
+                return
+            written[0] += len(block)
+            if written[0] > limits.unpacked_size:
+                raise _too_large(limits)
+            out.write(block)
 
 
 def _shown(value: object) -> str:

@@ -40,6 +40,7 @@ from tests.support.pkgbuild import (
     build_conda_with_inner_duplicate,
     build_many_members,
     build_raw_conda,
+    build_raw_tar_bz2,
     build_tar_bz2,
     build_twice_indexed,
     build_zstd_bomb,
@@ -118,6 +119,22 @@ TRICKS: dict[str, tuple[Callable[[Path], Path], str]] = {
     ".tar.bz2 of two bzip2 streams": (_two_bzip2_streams, "more than one bzip2 stream"),
     "17 MiB info/index.json": (_big_index_json, "info/index.json is larger than 16 MiB"),
     "2 MiB pax header": (_huge_pax_header, "a tar header extension of"),
+    "member name of 5000 bytes": (
+        lambda folder: build_raw_tar_bz2(
+            folder,
+            "longname-1.0-0.tar.bz2",
+            [*info_members("longname"), ("share/" + "a" * 4994, b"x")],
+        ),
+        "has a name over 4096 bytes",
+    ),
+    "member under a file": (
+        lambda folder: build_raw_tar_bz2(
+            folder,
+            "under-1.0-0.tar.bz2",
+            [*info_members("under"), ("share/under/x", b"x"), ("share/under", b"file")],
+        ),
+        "archive member 'share/under' is a file, but other members lie in it",
+    ),
 }
 
 
