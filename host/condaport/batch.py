@@ -27,7 +27,7 @@ from typing import BinaryIO
 from condaport import index
 from condaport.config import HostConfig
 from condaport.locking import LockTimeout, channel_lock
-from condaport.packages import Rejected
+from condaport.packages import Limits, Rejected
 from condaport.publish import (
     Outcome,
     Validated,
@@ -285,7 +285,8 @@ def publish(
             try:
                 checked.rejected = unpack(bundle, staging)
                 if not (all_or_nothing and checked.rejected):
-                    staged, validated = validate(channel_dir, staging, allowed_subdirs)
+                    limits = Limits(unpacked_size=host.package_max_unpacked_size)
+                    staged, validated = validate(channel_dir, staging, allowed_subdirs, limits)
                     checked.accepted = validated.accepted
                     checked.rejected += validated.rejected
             except (OSError, tarfile.TarError) as exc:

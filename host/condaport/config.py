@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from condaport.packages import DEFAULT_MAX_UNPACKED_SIZE
+
 DEFAULT_PATH = Path("/etc/condaport/condaport.json")
 ENVIRONMENT_VARIABLE = "CONDAPORT_CONFIG"
 # What the shared role's condaport_channel_name_pattern allows; never a path trick.
@@ -44,6 +46,8 @@ class HostConfig:
     # The account that writes inside the trees (condaport.account): root's commands
     # become it before touching them. None only outside a converged host.
     writer: str | None = None
+    # Bytes one package may unpack to while validated (larger: refused, HTTP 413).
+    package_max_unpacked_size: int = DEFAULT_MAX_UNPACKED_SIZE
 
     def channel(self, name: str) -> ChannelConfig | None:
         return next((c for c in self.channels if c.name == name), None)
@@ -65,6 +69,12 @@ def _channel(raw: object) -> ChannelConfig:
     return ChannelConfig(raw["name"], tuple(subdirs), bool(raw.get("anonymous", False)))
 
 
+def _positive_size(value: object, key: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{key} must be a positive number of bytes, not {value!r}")
+    return value
+
+
 def parse(data: dict, source: str = "configuration") -> HostConfig:
     try:
         return HostConfig(
@@ -77,6 +87,10 @@ def parse(data: dict, source: str = "configuration") -> HostConfig:
             conda_python=data.get("conda_python") or None,
             channels=tuple(_channel(c) for c in data.get("channels", [])),
             writer=str(data["writer"]) if data.get("writer") else None,
+            package_max_unpacked_size=_positive_size(
+                data.get("package_max_unpacked_size", DEFAULT_MAX_UNPACKED_SIZE),
+                "package_max_unpacked_size",
+            ),
         )
     except KeyError as missing:
         raise ConfigError(f"{source} lacks {missing}") from None

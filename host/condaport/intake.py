@@ -35,7 +35,7 @@ from condaport.index import (
     rows_digest,
 )
 from condaport.locking import LockTimeout, channel_lock
-from condaport.packages import PackageInfo, Rejected, inspect_package, sha256_of
+from condaport.packages import Limits, PackageInfo, Rejected, inspect_package, sha256_of
 from condaport.provenance import forget_files, record_placement
 from condaport.publish import existing_file, move_into_place, sweep_partials
 
@@ -196,8 +196,13 @@ def accept(
     being validated meanwhile. `uploader_without_delete_right` names the uploader when it
     may not delete: retention then leaves the file alone (condaport.provenance)."""
     with validating or nullcontext():
-        info: PackageInfo = inspect_package(staged, list(channel.subdirs) or None)
-        record = repodata.package_record(staged, sha256=info.sha256, md5=md5, size=info.size)
+        info: PackageInfo = inspect_package(
+            staged,
+            list(channel.subdirs) or None,
+            scratch_dir=staged.parent,  # on the staging filesystem, not in /tmp
+            limits=Limits(unpacked_size=host.package_max_unpacked_size),
+        )
+        record = repodata.record_for(info, md5=md5)
     if url_subdir is not None and info.subdir != url_subdir:
         raise WrongSubdir(
             f"the package says its subdir is {info.subdir!r}, but it was sent to {url_subdir!r}"

@@ -7,17 +7,26 @@ renamed .conda's inner names disagree with its file name, and clients trust inde
 
 from __future__ import annotations
 
+import bz2
+import dataclasses
+import errno
 import hashlib
 import json
 import os
 import re
 import shutil
 import stat
+import struct
 import tarfile
 import tempfile
 import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
+
+import zstandard
 
 SUFFIXES = (".conda", ".tar.bz2")
 _UNSAFE = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -42,6 +51,9 @@ class PackageInfo:
     subdir: str
     sha256: str
     size: int
+    # The validated info/ bytes, so the repodata record describes exactly what was checked.
+    index_json: bytes = dataclasses.field(default=b"", repr=False, compare=False)
+    run_exports_json: bytes | None = dataclasses.field(default=None, repr=False, compare=False)
 
 
 def sha256_of(path: Path) -> str:
@@ -70,47 +82,433 @@ def is_package_name(filename: str) -> bool:
     return True
 
 
-def _check_conda_container(path: Path, stem: str) -> None:
+# Limits on what one package may unpack to. Each tar header is checked before its data
+# is read, so a bomb is refused before it writes; the bytes really read and written are
+# counted as well, since a header can lie (sparse members, streams longer than promised).
+DEFAULT_MAX_UNPACKED_SIZE = 8 << 30
+DEFAULT_MAX_MEMBERS = 250_000
+# Metadata files are small; a bigger one is hostile (or broken) and is never read whole.
+MAX_METADATA_BYTES = 16 << 20
+# pax and GNU long-name headers, which tarfile reads whole into memory before the member.
+_MAX_HEADER_EXTENSION_BYTES = 1 << 20
+# Member names: a file system takes no longer path; all of them together are kept in
+# memory while a package is walked, so their total is bounded too.
+_MAX_NAME_BYTES = 4096
+_MAX_NAMES_BYTES = 64 << 20
+# Tar headers and padding around the members' data: at most this much per member.
+_TAR_OVERHEAD_PER_MEMBER = 2048
+_METADATA_FILES = frozenset(
+    {"info/index.json", "info/paths.json", "info/files", "info/run_exports.json"}
+)
+_LOCAL_HEADER = b"PK\x03\x04"
+# A zip data descriptor after an entry's data: 12 to 24 bytes (signature, zip64).
+_DATA_DESCRIPTOR_SLACK = 24
+
+
+class TooLarge(Rejected):
+    """A package that would unpack to more bytes or files than the host allows (HTTP 413,
+    where other refusals are 422: the uploader may send it to a host with a larger limit)."""
+
+    http_status = 413
+
+
+@dataclass(frozen=True)
+class Limits:
+    """How much one package may unpack to; the host's condaport.json sets unpacked_size."""
+
+    unpacked_size: int = DEFAULT_MAX_UNPACKED_SIZE
+    members: int = DEFAULT_MAX_MEMBERS
+
+
+def _size_text(size: int) -> str:
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if size >= 1 << shift and size % (1 << shift) == 0:
+            return f"{size >> shift} {unit}"
+    return f"{size} bytes"
+
+
+def _too_large(limits: Limits) -> TooLarge:
+    return TooLarge(
+        f"the package unpacks to more than {_size_text(limits.unpacked_size)}"
+        " (this host's limit; a compression bomb?)"
+    )
+
+
+class _BoundedTarInfo(tarfile.TarInfo):
+    """tarfile reads a pax or GNU long-name header whole into memory before the member it
+    describes: its size is checked first, so a 1 GiB header is never read."""
+
+    def _proc_member(self, tarfile_: tarfile.TarFile) -> tarfile.TarInfo:
+        extensions = (
+            tarfile.GNUTYPE_LONGNAME,
+            tarfile.GNUTYPE_LONGLINK,
+            tarfile.XHDTYPE,
+            tarfile.XGLTYPE,
+            tarfile.SOLARIS_XHDTYPE,
+        )
+        if self.type in extensions and self.size > _MAX_HEADER_EXTENSION_BYTES:
+            raise Rejected(
+                f"a tar header extension of {self.size} bytes (more than"
+                f" {_size_text(_MAX_HEADER_EXTENSION_BYTES)}): a hostile or broken archive"
+            )
+        return super()._proc_member(tarfile_)
+
+
+class _CountedStream:
+    """The decompressed bytes of an archive, refused once they pass the budget."""
+
+    def __init__(self, raw: BinaryIO, tally: list[int], budget: int, limits: Limits) -> None:
+        self._raw, self._tally, self._budget, self._limits = raw, tally, budget, limits
+
+    def read(self, size: int = -1) -> bytes:
+        data = self._raw.read(size if size >= 0 else 1 << 20)
+        self._tally[0] += len(data)
+        if self._tally[0] > self._budget:
+            raise _too_large(self._limits)
+        return data
+
+
+class _OneBzip2Stream:
+    """A .tar.bz2's decompressed bytes, from its one bzip2 stream. rattler reads only the
+    first stream of a file, Python's bz2 every one: a file of several streams would show
+    each tool other members, so anything after the first stream is refused."""
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self._decompressor = bz2.BZ2Decompressor()
+
+    def read(self, size: int = -1) -> bytes:
+        wanted = size if size > 0 else 1 << 20
+        while not self._decompressor.eof:
+            chunk = b""
+            if self._decompressor.needs_input:
+                chunk = self._handle.read(1 << 16)
+                if not chunk:
+                    raise EOFError("the file ends inside its bzip2 stream")
+            data = self._decompressor.decompress(chunk, max_length=wanted)
+            if data:
+                return data
+        if self._decompressor.unused_data or self._handle.read(1):
+            raise Rejected(
+                "the .tar.bz2 holds more than one bzip2 stream (or bytes after it):"
+                " conda tools disagree on what such a file contains"
+            )
+        return b""
+
+
+@contextmanager
+def _reading(suffix: str) -> Iterator[None]:
+    """Decoding errors of any layer as one refusal saying the archive is broken."""
+    try:
+        yield
+    except Rejected:
+        raise
+    except (
+        tarfile.TarError,
+        zipfile.BadZipFile,
+        zstandard.ZstdError,
+        OSError,
+        EOFError,
+        ValueError,
+    ) as exc:
+        if suffix == ".tar.bz2":
+            raise Rejected(
+                f"not a readable .tar.bz2 archive (truncated or garbage): {_first_line(exc)}"
+            ) from None
+        raise Rejected(
+            f"archive does not decompress (truncated or corrupt): {_first_line(exc)}"
+        ) from None
+
+
+def _walk(
+    path: Path, stem: str, suffix: str, limits: Limits
+) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+    """Every tar member of the package, streaming: a .tar.bz2's, or a .conda's info then
+    pkg inner archives'. Nothing is extracted; the member's data can be read while it is
+    the current one. The zip entries' checksums are checked as they are read to the end."""
+    tally = [0]
+    budget = limits.unpacked_size + _TAR_OVERHEAD_PER_MEMBER * limits.members
+
+    def members(stream: BinaryIO) -> Iterator[tuple[tarfile.TarFile, tarfile.TarInfo]]:
+        counted = _CountedStream(stream, tally, budget, limits)
+        with tarfile.open(fileobj=counted, mode="r|", tarinfo=_BoundedTarInfo) as archive:
+            while (member := archive.next()) is not None:
+                archive.members.clear()  # tarfile keeps every header otherwise
+                yield archive, member
+        while counted.read(1 << 20):  # to the stream's end, counted: it must be whole
+            pass
+
+    with _reading(suffix):
+        if suffix == ".tar.bz2":
+            with path.open("rb") as handle:
+                yield from members(_OneBzip2Stream(handle))
+            return
+        with zipfile.ZipFile(path) as zipped:
+            if "metadata.json" in zipped.namelist():
+                zipped.read("metadata.json")  # size checked with the container; CRC here
+            for inner in (f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"):
+                with zipped.open(inner) as entry:
+                    decompressor = zstandard.ZstdDecompressor()
+                    # Across frames, as rattler's zstd reader goes on past a frame's end.
+                    with decompressor.stream_reader(
+                        entry, closefd=False, read_across_frames=True
+                    ) as stream:
+                        yield from members(stream)
+                    while entry.read(1 << 20):  # the rest of the entry, for its CRC
+                        pass
+
+
+class _Census:
+    """The members one walk has seen, refusing whatever two readers could take apart.
+
+    A name seen twice (rattler keeps the last, Python's readers and condaport's old index
+    code the first), a name that is not a plain relative path, a member inside a link or
+    a file, devices and sparse files are refused; the count and the sizes the headers
+    declare are checked before any member's data is read.
+    """
+
+    def __init__(self, limits: Limits) -> None:
+        self.limits = limits
+        self.kinds: dict[str, str] = {}
+        self.folders: set[str] = set()
+        self.declared = 0
+        self.name_bytes = 0
+
+    def admit(self, member: tarfile.TarInfo) -> str:
+        name = member.name
+        parts = name.split("/")
+        if not name or name.startswith("/") or any(p in ("", ".", "..") for p in parts):
+            raise Rejected(
+                f"archive member {_shown(name)} is not a plain relative path"
+                " (absolute, or with empty, '.' or '..' components)"
+            )
+        if len(name.encode("utf-8", "surrogateescape")) > _MAX_NAME_BYTES:
+            raise Rejected(f"archive member {_shown(name)} has a name over {_MAX_NAME_BYTES} bytes")
+        if name in self.kinds:
+            raise Rejected(
+                f"the package holds {_shown(name)} twice (readers disagree on which one counts)"
+            )
+        if len(self.kinds) >= self.limits.members:
+            raise TooLarge(
+                f"the package has more than {self.limits.members} members (this host's limit)"
+            )
+        kind = self._kind(member, name)
+        if kind != "folder" and name in self.folders:
+            raise Rejected(
+                f"archive member {_shown(name)} is a {kind}, but other members lie in it"
+            )
+        # Deepest first: a folder already known had its own parents checked when it came.
+        for depth in range(len(parts) - 1, 0, -1):
+            parent = "/".join(parts[:depth])
+            if parent in self.folders:
+                break
+            parent_kind = self.kinds.get(parent, "folder")
+            if parent_kind != "folder":
+                raise Rejected(
+                    f"archive member {_shown(name)} lies inside {_shown(parent)}, a {parent_kind}"
+                )
+            self._remember(parent)
+            self.folders.add(parent)
+        self._remember(name)
+        self.kinds[name] = kind
+        if kind == "file":
+            self.declared += member.size
+            if self.declared > self.limits.unpacked_size:
+                raise _too_large(self.limits)
+        return kind
+
+    def _remember(self, name: str) -> None:
+        """Names are kept in memory: their total is bounded like the members' count."""
+        self.name_bytes += len(name)
+        if self.name_bytes > _MAX_NAMES_BYTES:
+            raise TooLarge(
+                f"the package's member and folder names take more than"
+                f" {_size_text(_MAX_NAMES_BYTES)} (a hostile or broken archive)"
+            )
+
+    def _kind(self, member: tarfile.TarInfo, name: str) -> str:
+        if member.issparse():
+            raise Rejected(f"archive member {_shown(name)} is a sparse file (no package has one)")
+        if member.isreg():
+            return "file"
+        if member.isdir():
+            return "folder"
+        if member.issym():
+            return "symbolic link"
+        if member.islnk():
+            if self.kinds.get(member.linkname) != "file":
+                raise Rejected(
+                    f"archive member {_shown(name)} is a hard link to"
+                    f" {_shown(member.linkname)}, which is no earlier file of the package"
+                )
+            return "hard link"
+        raise Rejected(
+            f"archive member {_shown(name)} is a device or FIFO: packages hold files,"
+            " folders and links"
+        )
+
+
+def _check_zip_layout(path: Path, entries: list[zipfile.ZipInfo], directory_start: int) -> None:
+    """The zip entries fill the file from its first byte to the central directory.
+
+    Readers that walk local headers (streaming extractors, libarchive) would see an entry
+    hidden in bytes the central directory does not list; Python's zipfile would not.
+    """
+    hidden = Rejected("the .conda archive has bytes outside its listed entries (a hidden entry?)")
+    position, slack = 0, 0
+    with path.open("rb") as handle:
+        for entry in sorted(entries, key=lambda e: e.header_offset):
+            if not position <= entry.header_offset <= position + slack:
+                raise hidden
+            handle.seek(entry.header_offset)
+            header = handle.read(30)
+            if len(header) != 30 or header[:4] != _LOCAL_HEADER:
+                raise hidden
+            name_length, extra_length = struct.unpack("<HH", header[26:30])
+            position = entry.header_offset + 30 + name_length + extra_length + entry.compress_size
+            slack = _DATA_DESCRIPTOR_SLACK if entry.flag_bits & 0x08 else 0
+    if not position <= directory_start <= position + slack:
+        raise hidden
+
+
+def _check_conda_container(path: Path, stem: str, limits: Limits) -> None:
+    """Exactly the entries conda writes, each once, and nothing else in the file."""
     if not zipfile.is_zipfile(path):
         raise Rejected("not a valid .conda archive (no zip structure: truncated or garbage)")
     try:
         with zipfile.ZipFile(path) as archive:
-            members = set(archive.namelist())
-            bad = archive.testzip()
-    except (zipfile.BadZipFile, OSError, EOFError) as exc:
+            entries = archive.infolist()
+            directory_start = archive.start_dir
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
         raise Rejected(f"unreadable .conda archive: {exc}") from None
-    if bad is not None:
-        raise Rejected(f"corrupt member {bad} inside the .conda archive")
-    expected = {f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"}
-    if not expected <= members:
-        inner = sorted(m for m in members if m.endswith(".tar.zst"))
-        raise Rejected(f"inner archives {inner} do not match the file name (a renamed package?)")
+    names = [entry.filename for entry in entries]
+    inner = {f"info-{stem}.tar.zst", f"pkg-{stem}.tar.zst"}
+    if not inner <= set(names):
+        found = sorted(n for n in set(names) if n.endswith(".tar.zst"))
+        raise Rejected(f"inner archives {found} do not match the file name (a renamed package?)")
+    for name in names:
+        if name not in inner and name != "metadata.json":
+            raise Rejected(
+                f"the .conda archive holds an unexpected entry {_shown(name)} (only"
+                f" metadata.json, info-{stem}.tar.zst and pkg-{stem}.tar.zst belong in it)"
+            )
+    for name in set(names):
+        if names.count(name) > 1:
+            raise Rejected(
+                f"the .conda archive holds {_shown(name)} twice"
+                " (readers disagree on which one counts)"
+            )
+    for entry in entries:
+        if entry.filename == "metadata.json" and entry.file_size > MAX_METADATA_BYTES:
+            raise Rejected(f"metadata.json is larger than {_size_text(MAX_METADATA_BYTES)}")
+        if entry.file_size > limits.unpacked_size:
+            raise _too_large(limits)
+    _check_zip_layout(path, entries, directory_start)
 
 
-def _check_tar_bz2_container(path: Path) -> None:
-    try:
-        with tarfile.open(path, mode="r:bz2") as archive:
-            names = archive.getnames()  # reads the whole stream: catches truncation
-    except (tarfile.TarError, OSError, EOFError) as exc:
-        raise Rejected(f"not a readable .tar.bz2 archive (truncated or garbage): {exc}") from None
-    if "info/index.json" not in names:
-        raise Rejected("archive has no info/index.json")
+def _take_metadata(
+    archive: tarfile.TarFile, member: tarfile.TarInfo, kind: str, found: dict[str, bytes]
+) -> None:
+    """Keep the bytes of an info/ file the channel reads (bounded: never a big one)."""
+    name = member.name
+    if kind == "symbolic link":
+        raise Rejected(f"{name} is a symbolic link where a file belongs")
+    if kind != "file":
+        raise Rejected(f"{name} is not a regular file")
+    if member.size > MAX_METADATA_BYTES:
+        raise Rejected(f"{name} is larger than {_size_text(MAX_METADATA_BYTES)}")
+    handle = archive.extractfile(member)
+    data = handle.read(member.size + 1) if handle is not None else b""
+    if len(data) != member.size:
+        raise Rejected(f"{name} is cut short in the archive")
+    found[name] = data
 
 
-def _extract(path: Path, dest: Path) -> None:
-    """Fully decompress the package, which proves every inner stream is whole."""
-    from rattler.package_streaming import extract
+def _container(path: Path, limits: Limits) -> tuple[str, str]:
+    """(stem, suffix) of a regular, non-empty package file whose outer layer is sound."""
+    stem, suffix = split_name(path.name)
+    if not path.is_file() or path.is_symlink():
+        raise Rejected("not a regular file")
+    if path.stat().st_size == 0:
+        raise Rejected("empty file (zero bytes)")
+    if suffix == ".conda":
+        _check_conda_container(path, stem, limits)
+    return stem, suffix
 
-    try:
-        extract(path, dest)
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # rattler panics surface as BaseException
-        raise Rejected(f"archive does not decompress (truncated or corrupt): {exc}") from None
+
+def _survey(path: Path, stem: str, suffix: str, limits: Limits) -> dict[str, bytes]:
+    """Walk every member's header without extracting anything; return the info/ files
+    the channel reads. Proves every stream decompresses, within the limits."""
+    census = _Census(limits)
+    found: dict[str, bytes] = {}
+    for archive, member in _walk(path, stem, suffix, limits):
+        kind = census.admit(member)
+        if member.name in _METADATA_FILES:
+            with _reading(suffix):
+                _take_metadata(archive, member, kind, found)
+    return found
 
 
-# Metadata files are small; a bigger one is hostile (or broken) and is not read into memory.
-_MAX_METADATA_BYTES = 64 << 20
+def package_metadata(path: Path, limits: Limits | None = None) -> dict[str, bytes]:
+    """The info/ files (index.json, paths.json, files, run_exports.json) of a package, as
+    validation reads them: from the archive, with every member checked, nothing written."""
+    limits = limits or Limits()
+    stem, suffix = _container(path, limits)
+    return _survey(path, stem, suffix, limits)
+
+
+def _extract(path: Path, stem: str, suffix: str, limits: Limits, dest: Path) -> None:
+    """Unpack the package into `dest`, counting the bytes written against the limit.
+
+    Members go only where the census allows (never through a link: no member lies inside
+    one), files are created new and never through a link, and tar modes are ignored.
+    """
+    census = _Census(limits)
+    written = [0]
+    for archive, member in _walk(path, stem, suffix, limits):
+        kind = census.admit(member)
+        try:
+            _place(archive, member, kind, dest, suffix, limits, written)
+        except OSError as exc:
+            if exc.errno not in (errno.ENAMETOOLONG, errno.EILSEQ):
+                raise  # the host's trouble (a full disk), not the package's
+            raise Rejected(
+                f"archive member {_shown(member.name)} cannot be unpacked: {exc.strerror}"
+            ) from None
+
+
+def _place(
+    archive: tarfile.TarFile,
+    member: tarfile.TarInfo,
+    kind: str,
+    dest: Path,
+    suffix: str,
+    limits: Limits,
+    written: list[int],
+) -> None:
+    target = dest / member.name
+    if kind == "folder":
+        target.mkdir(parents=True, exist_ok=True)
+        return
+    target.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "symbolic link":
+        os.symlink(member.linkname, target)
+        return
+    if kind == "hard link":
+        os.link(dest / member.linkname, target, follow_symlinks=False)
+        return
+    source = archive.extractfile(member)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    with os.fdopen(os.open(target, flags, 0o600), "wb") as out:
+        while True:
+            with _reading(suffix):
+                block = source.read(1 << 20) if source is not None else b""
+            if not block:
+                return
+            written[0] += len(block)
+            if written[0] > limits.unpacked_size:
+                raise _too_large(limits)
+            out.write(block)
 
 
 def _shown(value: object) -> str:
@@ -177,23 +575,7 @@ def _open_regular(path: Path, shown: str) -> int:
     return fd
 
 
-def _read_metadata(root: Path, relative: str) -> bytes | None:
-    """One info/ file of the extracted package, or None when the package has none."""
-    target = inside(root, relative, "the package")
-    if not os.path.lexists(target):
-        return None
-    fd = _open_regular(target, relative)
-    with os.fdopen(fd, "rb") as handle:
-        data = handle.read(_MAX_METADATA_BYTES + 1)
-    if len(data) > _MAX_METADATA_BYTES:
-        raise Rejected(f"{relative} is larger than {_MAX_METADATA_BYTES >> 20} MiB")
-    return data
-
-
-def _read_json(root: Path, relative: str) -> dict | None:
-    data = _read_metadata(root, relative)
-    if data is None:
-        return None
+def _parse_json(data: bytes, relative: str) -> dict:
     try:
         parsed = json.loads(data.decode("utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
@@ -250,18 +632,19 @@ def _check_paths_entry(root: Path, entry: object) -> None:
         raise Rejected(f"{shown} fails its sha256 check")
 
 
-def _check_payload(root: Path) -> None:
+def _check_payload(root: Path, metadata: dict[str, bytes]) -> None:
     """Every file info/paths.json (or, in old packages, info/files) promises is in the
-    package, with its size and sha256; no entry may name anything outside the package."""
-    paths_json = _read_json(root, "info/paths.json")
-    if paths_json is not None:
+    package, with its size and sha256; no entry may name anything outside the package.
+    The lists are the bytes the census read, not files re-read from the extracted tree."""
+    if "info/paths.json" in metadata:
+        paths_json = _parse_json(metadata["info/paths.json"], "info/paths.json")
         entries = paths_json.get("paths", [])
         if not isinstance(entries, list):
             raise Rejected("info/paths.json: paths is not a list")
         for entry in entries:
             _check_paths_entry(root, entry)
         return
-    files = _read_metadata(root, "info/files")
+    files = metadata.get("info/files")
     if files is None:
         return
     try:
@@ -410,34 +793,60 @@ def check_archive_index(path: Path) -> IndexFacts:
     return check_index_json(read_index_json(path), stem)
 
 
-def inspect_package(path: Path, allowed_subdirs: list[str] | None = None) -> PackageInfo:
-    """Validate one package file and return what the channel needs to know about it."""
+def _check_run_exports(raw: bytes) -> None:
+    """info/run_exports.json goes into the repodata record: lists of match specs only."""
+    exports = _parse_json(raw, "info/run_exports.json")
+    for key, specs in exports.items():
+        if not isinstance(specs, list) or not all(isinstance(s, str) for s in specs):
+            raise Rejected(f"info/run_exports.json: {_shown(key)} must be a list of strings")
+
+
+def inspect_package(
+    path: Path,
+    allowed_subdirs: list[str] | None = None,
+    *,
+    scratch_dir: Path | None = None,
+    limits: Limits | None = None,
+) -> PackageInfo:
+    """Validate one package file and return what the channel needs to know about it.
+
+    The members are walked first without writing anything (names, counts, declared
+    sizes, the info/ files), so a bomb or a bad record is refused before any extraction;
+    then the package is extracted into a scratch folder under `scratch_dir` (None: the
+    system's temporary folder; the upload service puts it on the staging filesystem) to
+    check the payload. The info/ bytes checked here are returned for the repodata record.
+    """
+    limits = limits or Limits()
     filename = path.name
-    stem, suffix = split_name(filename)
-    if not path.is_file() or path.is_symlink():
-        raise Rejected("not a regular file")
+    stem, suffix = _container(path, limits)
     size = path.stat().st_size
-    if size == 0:
-        raise Rejected("empty file (zero bytes)")
-    if suffix == ".conda":
-        _check_conda_container(path, stem)
-    else:
-        _check_tar_bz2_container(path)
-    scratch = Path(tempfile.mkdtemp(prefix=".condaport-inspect-"))
+    metadata = _survey(path, stem, suffix, limits)
+    raw = metadata.get("info/index.json")
+    if raw is None:
+        raise Rejected("package has no info/index.json")
+    facts = check_index_json(raw, stem)
+    if allowed_subdirs is not None and facts.subdir not in allowed_subdirs:
+        raise Rejected(
+            f"subdir {facts.subdir!r} is not served by this channel"
+            f" (it serves {', '.join(allowed_subdirs)})"
+        )
+    run_exports = metadata.get("info/run_exports.json")
+    if run_exports is not None:
+        _check_run_exports(run_exports)
+    scratch = Path(tempfile.mkdtemp(prefix=".condaport-inspect-", dir=scratch_dir))
     try:
-        _extract(path, scratch)
-        raw = _read_metadata(scratch, "info/index.json")
-        if raw is None:
-            raise Rejected("package has no info/index.json")
-        facts = check_index_json(raw, stem)
-        if allowed_subdirs is not None and facts.subdir not in allowed_subdirs:
-            raise Rejected(
-                f"subdir {facts.subdir!r} is not served by this channel"
-                f" (it serves {', '.join(allowed_subdirs)})"
-            )
-        _check_payload(scratch)
+        _extract(path, stem, suffix, limits, scratch)
+        _check_payload(scratch, metadata)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return PackageInfo(
-        filename, facts.name, facts.version, facts.build, facts.subdir, sha256_of(path), size
+        filename,
+        facts.name,
+        facts.version,
+        facts.build,
+        facts.subdir,
+        sha256_of(path),
+        size,
+        index_json=raw,
+        run_exports_json=run_exports,
     )

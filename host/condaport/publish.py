@@ -25,6 +25,7 @@ from condaport.cli import exit_now
 from condaport.config import CHANNEL_NAME, ConfigError, HostConfig, host_options, resolve
 from condaport.locking import LockTimeout, channel_lock
 from condaport.packages import (
+    Limits,
     PackageInfo,
     Rejected,
     inspect_package,
@@ -266,7 +267,10 @@ class Validated:
 
 
 def validate(
-    channel_dir: Path, staging: Path, allowed_subdirs: list[str] | None
+    channel_dir: Path,
+    staging: Path,
+    allowed_subdirs: list[str] | None,
+    limits: Limits | None = None,
 ) -> tuple[list[Path], Validated]:
     """Every staged file checked (slow: each is unpacked), before any lock is taken."""
     if allowed_subdirs is None:
@@ -279,7 +283,8 @@ def validate(
     checked = Validated()
     for path in staged:
         try:
-            info = inspect_package(path, allowed_subdirs)
+            # Unpacked beside the staged files, on the staging filesystem, not in /tmp.
+            info = inspect_package(path, allowed_subdirs, scratch_dir=staging, limits=limits)
             if not (channel_dir / info.subdir).is_dir():
                 raise Rejected(
                     f"subdir {info.subdir!r} does not exist in channel {channel_dir.name!r}"
@@ -355,12 +360,13 @@ def place(
     *,
     overwrite: bool = False,
     all_or_nothing: bool = False,
+    limits: Limits | None = None,
 ) -> Outcome:
     """Validate every staged file, then place the good ones under the channel lock."""
     channel_dir = channels_root / channel
     if not channel_dir.is_dir():
         raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
-    staged, checked = validate(channel_dir, staging, allowed_subdirs)
+    staged, checked = validate(channel_dir, staging, allowed_subdirs, limits)
     try:
         with channel_lock(state_dir, channel):
             return place_validated(
@@ -508,6 +514,7 @@ def main(argv: list[str] | None = None) -> int:
             _served_subdirs(host, args.channel, args.subdir),
             overwrite=args.overwrite,
             all_or_nothing=args.all_or_nothing,
+            limits=Limits(unpacked_size=host.package_max_unpacked_size),
         )
     except (LockTimeout, OSError, Rejected, ConfigError, AccountError) as exc:
         print(f"condaport-publish: {exc}", file=sys.stderr)

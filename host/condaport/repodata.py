@@ -13,10 +13,8 @@ from __future__ import annotations
 import io
 import json
 import os
-import tarfile
 import tempfile
 import time
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +22,7 @@ import zstandard
 
 from condaport import shards
 from condaport.files import replace_atomically
+from condaport.packages import PackageInfo, package_metadata
 
 REPODATA = "repodata.json"
 COMPRESSED = "repodata.json.zst"
@@ -46,27 +45,6 @@ def section_for(filename: str) -> str:
     raise ValueError(f"{filename} is not a package file name")
 
 
-def _info_members(path: Path, wanted: set[str]) -> dict[str, bytes]:
-    """The named info/ files of a package archive (already validated by the caller)."""
-    found: dict[str, bytes] = {}
-    if path.name.endswith(".conda"):
-        with zipfile.ZipFile(path) as archive:
-            inner = next(n for n in archive.namelist() if n.startswith("info-"))
-            stream = zstandard.ZstdDecompressor().stream_reader(archive.open(inner))
-            with tarfile.open(fileobj=stream, mode="r|") as info:
-                for member in info:
-                    if member.name in wanted and member.isfile():
-                        found[member.name] = info.extractfile(member).read()
-        return found
-    with tarfile.open(path, mode="r|bz2") as archive:
-        for member in archive:
-            if member.name in wanted and member.isfile():
-                found[member.name] = archive.extractfile(member).read()
-                if len(found) == len(wanted):
-                    break
-    return found
-
-
 def _run_exports(raw: bytes) -> dict[str, list[str]] | None:
     data = json.loads(raw)
     if not isinstance(data, dict):
@@ -75,31 +53,64 @@ def _run_exports(raw: bytes) -> dict[str, list[str]] | None:
     return exports or None
 
 
+def record_for(info: PackageInfo, *, md5: str, indexed_timestamp: int | None = None) -> dict:
+    """The repodata record rattler's index writes for a package `inspect_package` accepted,
+    built from the very info/ bytes it validated (never from a second read of the file,
+    which could find other bytes than the ones checked)."""
+    return _record(
+        info.filename,
+        info.index_json,
+        info.run_exports_json,
+        sha256=info.sha256,
+        md5=md5,
+        size=info.size,
+        indexed_timestamp=indexed_timestamp,
+    )
+
+
 def package_record(
     path: Path, *, sha256: str, md5: str, size: int, indexed_timestamp: int | None = None
 ) -> dict:
-    """The repodata record rattler's index writes for this package file.
+    """The repodata record rattler's index writes for this package file, its info/ files
+    read by validation's own reader (condaport.packages.package_metadata)."""
+    metadata = package_metadata(path)
+    if "info/index.json" not in metadata:
+        raise ValueError(f"{path.name} has no info/index.json")
+    return _record(
+        path.name,
+        metadata["info/index.json"],
+        metadata.get("info/run_exports.json"),
+        sha256=sha256,
+        md5=md5,
+        size=size,
+        indexed_timestamp=indexed_timestamp,
+    )
 
-    Built by py-rattler's own PackageRecord from the package's info/index.json, so field
+
+def _record(
+    filename: str,
+    index_json: bytes,
+    run_exports_json: bytes | None,
+    *,
+    sha256: str,
+    md5: str,
+    size: int,
+    indexed_timestamp: int | None,
+) -> dict:
+    """Built by py-rattler's own PackageRecord from the package's info/index.json, so field
     handling (dropped nulls, normalised names) is rattler's; like rattler's index, a .conda
     also carries its info/run_exports.json, and every record the time it was indexed.
     """
     from rattler import PackageRecord
 
-    wanted = {"info/index.json"}
-    if path.name.endswith(".conda"):
-        wanted.add("info/run_exports.json")
-    members = _info_members(path, wanted)
-    if "info/index.json" not in members:
-        raise ValueError(f"{path.name} has no info/index.json")
     with tempfile.TemporaryDirectory(prefix=".condaport-record-") as scratch:
-        index_json = Path(scratch) / "index.json"
-        index_json.write_bytes(members["info/index.json"])
+        index_path = Path(scratch) / "index.json"
+        index_path.write_bytes(index_json)
         record = json.loads(
-            PackageRecord.from_index_json(index_json, size=size, sha256=sha256, md5=md5).to_json()
+            PackageRecord.from_index_json(index_path, size=size, sha256=sha256, md5=md5).to_json()
         )
-    if "info/run_exports.json" in members:
-        exports = _run_exports(members["info/run_exports.json"])
+    if filename.endswith(".conda") and run_exports_json is not None:
+        exports = _run_exports(run_exports_json)
         if exports:
             record["run_exports"] = exports
     record["indexed_timestamp"] = (

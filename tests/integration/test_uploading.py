@@ -25,7 +25,7 @@ import tempfile
 import threading
 import time
 import zipfile
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -34,7 +34,19 @@ import pytest
 from conftest import _require, fetch
 
 from tests.support.client import run_install, write_auth_file
-from tests.support.pkgbuild import build_conda, build_large_conda, build_tar_bz2
+from tests.support.pkgbuild import (
+    build_big_index_json,
+    build_bzip2_bomb,
+    build_conda,
+    build_conda_with_decoy_info,
+    build_conda_with_extra_entry,
+    build_conda_with_index_in_pkg,
+    build_conda_with_inner_duplicate,
+    build_large_conda,
+    build_tar_bz2,
+    build_twice_indexed,
+    build_zstd_bomb,
+)
 from tests.support.playbook import copy_to_host
 from tests.support.uploader import run_upload, write_token_auth_file
 
@@ -403,6 +415,9 @@ def test_reading_is_unchanged_by_upload_tokens(site: Site) -> None:
 # -- the same guarantees as the playbook path --------------------------------------------
 
 
+Maker = Callable[[Path], tuple[str, bytes]]
+
+
 def _truncated(folder: Path) -> tuple[str, bytes]:
     package = build_conda(folder, f"cut-{RUN}")
     return package.name, package.read_bytes()[:400]
@@ -456,8 +471,18 @@ def _encoded_slash(folder: Path) -> tuple[str, bytes]:
     return f"..%2F..%2Fetc%2Fpasswd-{RUN}.conda", b"x"
 
 
+def _trick(build: Callable[..., Path], name: str, *options: object) -> Maker:
+    """A hostile package from pkgbuild (issue 17), named for this run."""
+
+    def make(folder: Path) -> tuple[str, bytes]:
+        package = build(folder, f"{name}-{RUN}", *options)
+        return package.name, package.read_bytes()
+
+    return make
+
+
 # kind -> (make, expected status, text the answer must contain)
-BAD_UPLOADS = {
+BAD_UPLOADS: dict[str, tuple[Maker, int, str]] = {
     "truncated .conda": (_truncated, 422, "truncated"),
     "garbage .tar.bz2": (_garbage, 422, "truncated or garbage"),
     "zero-byte file": (_zero, 422, "zero bytes"),
@@ -469,6 +494,41 @@ BAD_UPLOADS = {
     "corrupt inner stream": (_corrupt_inner, 422, "does not decompress"),
     "control character in the name": (_control_character, 422, "control characters"),
     "encoded slashes in the name": (_encoded_slash, 422, "path separators"),
+    # Issue 17: one package validated, another indexed; bombs refused before they write
+    # (413: too large unpacked, where a bad package is 422).
+    ".tar.bz2 with two info/index.json": (
+        _trick(build_twice_indexed, "twice"),
+        422,
+        "holds 'info/index.json' twice",
+    ),
+    ".conda with another info archive first": (
+        _trick(build_conda_with_decoy_info, "decoy"),
+        422,
+        "unexpected entry 'info-decoy-",
+    ),
+    ".conda with an unexpected entry": (
+        _trick(build_conda_with_extra_entry, "chatty"),
+        422,
+        "unexpected entry 'notes.txt'",
+    ),
+    ".conda whose inner archive holds a name twice": (
+        _trick(build_conda_with_inner_duplicate, "dup"),
+        422,
+        "data.txt' twice",
+    ),
+    "info/index.json in both inner archives": (
+        _trick(build_conda_with_index_in_pkg, "both"),
+        422,
+        "holds 'info/index.json' twice",
+    ),
+    "17 MiB info/index.json": (
+        _trick(lambda folder, name: build_big_index_json(folder, 17 << 20, name), "verbose"),
+        422,
+        "info/index.json is larger than 16 MiB",
+    ),
+    # 9 GiB of zeros (the default limit is 8 GiB) in 18 kB and 300 kB.
+    "bzip2 bomb": (_trick(build_bzip2_bomb, "bzbomb", 9 << 30), 413, "unpacks to more than 8 GiB"),
+    "zstd bomb": (_trick(build_zstd_bomb, "zstbomb", 9 << 30), 413, "unpacks to more than 8 GiB"),
 }
 
 

@@ -14,7 +14,18 @@ import pytest
 from conftest import Channel
 
 from publishing.channel import RUN, TREE, download, installs, listed
-from tests.support.pkgbuild import build_conda, build_tar_bz2
+from tests.support.pkgbuild import (
+    build_big_index_json,
+    build_bzip2_bomb,
+    build_conda,
+    build_conda_with_decoy_info,
+    build_conda_with_extra_entry,
+    build_conda_with_index_in_pkg,
+    build_conda_with_inner_duplicate,
+    build_tar_bz2,
+    build_twice_indexed,
+    build_zstd_bomb,
+)
 from tests.support.playbook import copy_to_host, on_host, playbook, said
 
 
@@ -60,6 +71,11 @@ def _corrupt_inner(folder: Path) -> str:
             data = source.read(item)
             out.writestr(item, data[: len(data) // 2] if item.filename.startswith("pkg-") else data)
     return package.name
+
+
+def _hostile(build: Callable[[Path, str], Path], name: str) -> Callable[[Path], str]:
+    """A package made by one of pkgbuild's hostile builders."""
+    return lambda folder: build(folder, name).name
 
 
 def _built(name: str, **options: object) -> Callable[[Path], str]:
@@ -119,6 +135,42 @@ BAD_FILES: dict[str, tuple[Callable[[Path], str], str]] = {
             extra_paths=[{**_HOST_FILE, "_path": "share/etc/hostname"}],
         ),
         "through the symbolic link",
+    ),
+    # Issue 17: validation and the index read other copies of the metadata (each of these
+    # used to be validated as one package and indexed as another, or a record that fails
+    # the subdir's index), and packages that unpack to far more than they weigh.
+    ".tar.bz2 with two info/index.json": (
+        _hostile(build_twice_indexed, "twice"),
+        "holds 'info/index.json' twice",
+    ),
+    ".conda with another info archive first": (
+        _hostile(build_conda_with_decoy_info, "decoy"),
+        "unexpected entry 'info-decoy-9.9-0.tar.zst'",
+    ),
+    ".conda with an unexpected entry": (
+        _hostile(build_conda_with_extra_entry, "chatty"),
+        "unexpected entry 'notes.txt'",
+    ),
+    ".conda whose inner archive holds a name twice": (
+        _hostile(build_conda_with_inner_duplicate, "dup"),
+        "holds 'share/dup/data.txt' twice",
+    ),
+    "info/index.json in both inner archives": (
+        _hostile(build_conda_with_index_in_pkg, "both"),
+        "holds 'info/index.json' twice",
+    ),
+    "17 MiB info/index.json": (
+        _hostile(lambda folder, name: build_big_index_json(folder, 17 << 20, name), "verbose"),
+        "info/index.json is larger than 16 MiB",
+    ),
+    # 9 GiB of zeros, past the default 8 GiB limit, in a few kilobytes.
+    "bzip2 bomb": (
+        _hostile(lambda folder, name: build_bzip2_bomb(folder, name, 9 << 30), "bzbomb"),
+        "unpacks to more than 8 GiB",
+    ),
+    "zstd bomb": (
+        _hostile(lambda folder, name: build_zstd_bomb(folder, name, 9 << 30), "zstbomb"),
+        "unpacks to more than 8 GiB",
     ),
 }
 
