@@ -96,6 +96,17 @@ def test_secrets_reach_github_steps_only_through_env_or_the_checkout_token(path:
 
 
 @pytest.mark.parametrize("path", GITHUB, ids=ids(GITHUB))
+def test_github_checkouts_leave_no_token_in_the_git_config(path: Path) -> None:
+    """actions/checkout keeps its token in the clone's .git/config unless told not to, where
+    the recipe's build and every later step could read it (the SSH variant's is a token to
+    the ops repository). No later step runs git."""
+    checkouts = [s for s in steps(path) if s.get("uses", "").startswith("actions/checkout@")]
+    assert checkouts
+    for step in checkouts:
+        assert (step.get("with") or {}).get("persist-credentials") is False, step["name"]
+
+
+@pytest.mark.parametrize("path", GITHUB, ids=ids(GITHUB))
 def test_github_anaconda_upload_is_off_unless_the_variable_says_true(path: Path) -> None:
     [step] = [s for s in steps(path) if s.get("name") == ANACONDA_STEP]
     assert not github_condition(step["if"], contexts(), failed=False)
