@@ -92,18 +92,26 @@ The channel is up.
   user:        demo (password: \$CONDAPORT_DEMO_PASSWORD)
   CA to trust: ${ca}
 
-conda (~/.condarc, credentials in ~/.netrc, never in the URL):
-  channels: [${channel_url}]
+A consumer machine: playbooks/clients.yml writes all of the below (inventory: README, Clients).
+
+conda (a drop-in, ~/.config/conda/condarc.d/condaport.yml; credentials in ~/.netrc, never in the URL):
+  conda config --add channels ${channel_url}
   ssl_verify: ${ca}
   ~/.netrc:   machine localhost login demo password <password>
 
-pixi / rattler (credentials in an auth file, CA through SSL_CERT_FILE):
-  export RATTLER_AUTH_FILE=${auth_file}
-  export SSL_CERT_FILE=${ca}
-  pixi add --channel ${channel_url} hello-condaport
+pixi (trust the CA through the system store, not a global SSL_CERT_FILE: that would hide
+conda-forge's roots):
+  sudo cp ${ca} /usr/local/share/ca-certificates/condaport-demo.crt && sudo update-ca-certificates
+  pixi config set --global tls-root-certs native
+  pixi workspace channel add ${channel_url}
+  pixi add hello-condaport
+
+pixi, rattler, py-rattler credentials: the auth file pixi falls back to without a keyring
+(the demo's own install used ${auth_file}; a password never goes into a command line):
+  ~/.rattler/credentials.json: {"localhost": {"BasicHTTP": {"username": "demo", "password": "<password>"}}}
 
 CI publishing over HTTPS with the upload token (\$CONDAPORT_DEMO_UPLOAD_TOKEN, channel main):
-  pipelines to copy: templates/ (GitHub Actions, GitLab CI; curl -T or rattler-build upload)
+  pipelines to copy: templates/ (GitHub Actions, GitLab CI: rattler-build upload, curl -T as fallback)
   ARTIFACTORY_TOKEN=... SSL_CERT_FILE=${ca} \\
     rattler-build upload artifactory --url https://localhost:${https_port} --channel main pkg.conda
 

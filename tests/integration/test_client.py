@@ -11,14 +11,25 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+import yaml
 from conftest import _require as _env
 
 CLIENT_SCRIPT = Path(__file__).resolve().parents[1] / "support" / "client.py"
 RATTLER_PYTHON = "/opt/rattler/bin/python"
 SAMPLE = "hello-condaport"
+TOKEN = "molecule-alice-token-0123456789"  # alice's, given to the account `tokenholder`
+SYSTEM_BUNDLE = "/etc/ssl/certs/ca-certificates.crt"
+PIXI_CONFIG = "/etc/pixi/config.toml"
+UPSTREAM = "https://upstream.invalid/public"  # pixi mirrors it to the public channel
+
+
+def _drop_in(user: str) -> str:
+    home = "/root" if user == "root" else f"/home/{user}"
+    return f"{home}/.config/conda/condarc.d/condaport.yml"
 
 
 @pytest.fixture(scope="session")
@@ -50,7 +61,7 @@ def _exec(container: str, user: str, *argv: str, env: dict[str, str] | None = No
     )
 
 
-def _install(container: str, user: str, channel: str, prefix: str, **env: str):
+def _install(container: str, user: str, channel: str, prefix: str, *options: str, **env: str):
     return _exec(
         container,
         user,
@@ -61,6 +72,7 @@ def _install(container: str, user: str, channel: str, prefix: str, **env: str):
         channel,
         "--prefix",
         prefix,
+        *options,
         SAMPLE,
         env={"RATTLER_CACHE_DIR": f"{prefix}.cache", **env},
     )
@@ -99,30 +111,82 @@ def test_private_channel_refuses_a_client_without_the_roles_credentials(
     assert "401" in result.stderr
 
 
+def test_token_channel_installs_with_the_roles_conda_token(container: str, server: str) -> None:
+    # The account has no ~/.netrc and no URL holds the token: the auth file's CondaToken
+    # entry is all py-rattler gets, and it opens the private channel and the public one.
+    assert _exec(container, "tokenholder", "test", "-e", "/home/tokenholder/.netrc").returncode
+    auth = _exec(container, "tokenholder", "cat", "/home/tokenholder/.rattler/credentials.json")
+    assert json.loads(auth.stdout) == {"condaport-clients-server": {"CondaToken": TOKEN}}
+    for channel in ("private", "public"):
+        prefix = f"/tmp/tokenholder-{channel}-env"
+        result = _install(container, "tokenholder", f"{server}/{channel}", prefix)
+        assert result.returncode == 0, result.stderr
+        meta = _exec(container, "tokenholder", "sh", "-c", f"cat {prefix}/conda-meta/*.json")
+        assert meta.returncode == 0
+        assert TOKEN not in meta.stdout  # the client inserts it per request, never records it
+
+
 def test_role_files_have_safe_modes_and_no_url_credentials(container: str, server: str) -> None:
-    stat = _exec(
-        container,
-        "root",
-        "stat",
-        "-c",
-        "%n %a %U",
+    files = [
         "/home/analyst/.netrc",
         "/home/analyst/.rattler",
         "/home/analyst/.rattler/credentials.json",
-        "/home/analyst/.condarc",
-    )
+        _drop_in("analyst"),
+        "/home/tokenholder/.rattler/credentials.json",
+        _drop_in("tokenholder"),
+        PIXI_CONFIG,
+    ]
+    stat = _exec(container, "root", "stat", "-c", "%n %a %U", *files)
     assert stat.returncode == 0, stat.stderr
-    assert stat.stdout.split("\n")[:4] == [
+    assert stat.stdout.split("\n")[: len(files)] == [
         "/home/analyst/.netrc 600 analyst",
         "/home/analyst/.rattler 700 analyst",
         "/home/analyst/.rattler/credentials.json 600 analyst",
-        "/home/analyst/.condarc 644 analyst",
+        f"{_drop_in('analyst')} 600 analyst",
+        "/home/tokenholder/.rattler/credentials.json 600 tokenholder",
+        f"{_drop_in('tokenholder')} 600 tokenholder",
+        f"{PIXI_CONFIG} 644 root",
     ]
-    condarc = _exec(container, "analyst", "cat", "/home/analyst/.condarc").stdout
-    assert f"- {server}/private" in condarc
-    assert f"- {server}/public" in condarc
-    assert "ssl_verify: /etc/ssl/certs/ca-certificates.crt" in condarc
-    assert "password" not in condarc and "@" not in condarc
+    drop_in = _exec(container, "analyst", "cat", _drop_in("analyst")).stdout
+    assert "password" not in drop_in and "@" not in drop_in
+
+
+def test_conda_drop_in_holds_the_channels_in_condas_keys(container: str, server: str) -> None:
+    for user, private in (
+        ("analyst", f"{server}/private"),
+        ("root", f"{server}/private"),
+        ("tokenholder", f"{server}/t/{TOKEN}/private"),  # conda's own token form
+    ):
+        settings = yaml.safe_load(_exec(container, user, "cat", _drop_in(user)).stdout)
+        assert settings == {"channels": [private, f"{server}/public"], "ssl_verify": SYSTEM_BUNDLE}
+
+
+def test_the_roles_old_condarc_goes_and_the_accounts_own_stays(container: str) -> None:
+    # prepare.yml gave analyst a ~/.condarc as earlier versions of the role wrote it, and
+    # root one of its own.
+    assert _exec(container, "root", "test", "-e", "/home/analyst/.condarc").returncode != 0
+    own = _exec(container, "root", "stat", "-c", "%U %a", "/root/.condarc")
+    assert own.stdout.strip() == "root 644"
+    assert _exec(container, "root", "cat", "/root/.condarc").stdout == "always_yes: true\n"
+
+
+def test_pixi_config_trusts_the_system_store_and_has_the_mirrors(
+    container: str, server: str
+) -> None:
+    config = tomllib.loads(_exec(container, "root", "cat", PIXI_CONFIG).stdout)
+    assert config == {
+        "tls-root-certs": "native",
+        "mirrors": {UPSTREAM: [f"{server}/public"]},
+    }
+
+
+def test_pixi_mirror_serves_the_upstream_channel(container: str) -> None:
+    # The upstream host does not exist: the package can only come through the mirror the
+    # role wrote, applied by rattler's mirror middleware from the file as pixi reads it.
+    prefix = "/tmp/analyst-mirror-env"
+    result = _install(container, "analyst", UPSTREAM, prefix, "--pixi-config", PIXI_CONFIG)
+    assert result.returncode == 0, result.stderr
+    assert SAMPLE in json.loads(result.stdout)["installed"][0]
 
 
 def test_the_ca_is_in_the_system_store(container: str, server: str) -> None:
@@ -264,8 +328,8 @@ def test_planted_netrc_link_leaves_the_target_unchanged(container: str, planted_
 
 def test_planted_home_link_leaves_roots_files_to_root(container: str, planted_runs: dict) -> None:
     assert planted_runs["runs"]["planted-home"][0] != 0
-    owners = _exec(container, "root", "stat", "-c", "%n %U", "/root/.condarc", "/root/.netrc")
-    assert owners.stdout.split("\n")[:2] == ["/root/.condarc root", "/root/.netrc root"]
+    owners = _exec(container, "root", "stat", "-c", "%n %U", _drop_in("root"), "/root/.netrc")
+    assert owners.stdout.split("\n")[:2] == [f"{_drop_in('root')} root", "/root/.netrc root"]
 
 
 def test_refused_runs_print_no_password_or_secret(planted_runs: dict) -> None:

@@ -32,12 +32,21 @@ import yaml
 STAND_INS = {
     "actions/checkout": "the test lays out the workspace (the recipe; condaport at `path`)",
     "actions/setup-python": "a fresh venv (pip only) first on PATH",
+    "actions/upload-artifact": "nothing: the jobs share one workspace",
+    "actions/download-artifact": "nothing: the build job's output is in the shared workspace",
+    "prefix-dev/setup-pixi": (
+        "a pixi that only answers `global install rattler-build`, beside a rattler-build whose"
+        " `upload` runs the same upload code through py-rattler-build (no binary here)"
+    ),
 }
-# The keys a GitLab job of the templates may have; `image` and `artifacts` are the
-# runner's business (stand-ins: this machine, one workspace for all jobs).
+# The keys a GitLab job of the templates may have; `image`, `tags`, `parallel` and
+# `artifacts` are the runner's business (stand-ins: this machine, one entry of a matrix,
+# one workspace for all jobs).
 GITLAB_JOB_KEYS = {
     "stage",
     "image",
+    "tags",
+    "parallel",
     "needs",
     "rules",
     "script",
@@ -275,6 +284,7 @@ class GithubJob:
         variables: Mapping[str, str],
         secrets: Mapping[str, str],
         actions: Mapping[str, StandIn],
+        matrix: Mapping[str, str] | None = None,
     ) -> None:
         self.workflow = load(path)
         self.job = self.workflow["jobs"][job]
@@ -284,6 +294,7 @@ class GithubJob:
         self.variables = dict(variables)
         self.secrets = dict(secrets)
         self.actions = actions
+        self.matrix = dict(matrix or {})  # the one combination of the job's matrix run here
         self.added_env: dict[str, str] = {}
         self.added_path: list[str] = []
         shell = (self.workflow.get("defaults") or {}).get("run", {}).get("shell")
@@ -296,6 +307,7 @@ class GithubJob:
             "secrets": self.secrets,
             "runner": {"temp": str(self.temp)},
             "github": {"workspace": str(self.workspace)},
+            "matrix": self.matrix,
         }
 
     def steps(self) -> list[dict]:

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
@@ -62,12 +63,31 @@ def run_install(
     )
 
 
-async def _install(channel_url: str, specs: list[str], prefix: Path) -> list[str]:
+def pixi_mirrors(config_file: Path) -> dict[str, list[str]]:
+    """The `[mirrors]` table of a pixi config file, read the way pixi reads it (TOML)."""
+    mirrors = tomllib.loads(config_file.read_text()).get("mirrors", {})
+    return {upstream: list(urls) for upstream, urls in mirrors.items()}
+
+
+def _client(pixi_config: Path | None):
+    """The authenticated client; with a pixi config, its mirrors applied before the auth,
+    as pixi does, so the mirror's host gets the mirror host's credentials."""
+    import rattler
+    from rattler.networking import AuthenticationMiddleware, MirrorMiddleware
+
+    if pixi_config is None:
+        # The default gateway sends no credentials; the authenticated client reads
+        # RATTLER_AUTH_FILE (or ~/.rattler/credentials.json, ~/.netrc), as pixi does.
+        return rattler.Client.authenticated_client()
+    return rattler.Client([MirrorMiddleware(pixi_mirrors(pixi_config)), AuthenticationMiddleware()])
+
+
+async def _install(
+    channel_url: str, specs: list[str], prefix: Path, pixi_config: Path | None = None
+) -> list[str]:
     import rattler
 
-    # The default gateway sends no credentials; the authenticated client reads
-    # RATTLER_AUTH_FILE (or ~/.netrc), as pixi does.
-    client = rattler.Client.authenticated_client()
+    client = _client(pixi_config)
     # The gateway keeps repodata in ~/.cache/rattler unless told otherwise, and honours its
     # max-age there: a test must not read a channel through another test's cache.
     cache = os.environ.get("RATTLER_CACHE_DIR")
@@ -88,10 +108,13 @@ def main(argv: list[str] | None = None) -> int:
     install = sub.add_parser("install", help="solve and install specs into a new prefix")
     install.add_argument("--channel", required=True, help="channel URL, without credentials")
     install.add_argument("--prefix", required=True, type=Path)
+    install.add_argument(
+        "--pixi-config", type=Path, help="fetch through the [mirrors] of this pixi config file"
+    )
     install.add_argument("specs", nargs="+")
     args = parser.parse_args(argv)
     try:
-        installed = asyncio.run(_install(args.channel, args.specs, args.prefix))
+        installed = asyncio.run(_install(args.channel, args.specs, args.prefix, args.pixi_config))
     except Exception as exc:  # the client's own error text is what a user would read
         print(f"install from {args.channel} failed: {exc}", file=sys.stderr)
         return 1

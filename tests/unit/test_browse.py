@@ -115,7 +115,7 @@ def test_snippets_use_the_given_url_or_fill_it_in_the_browser(channel: Path) -> 
         'conda config --add channels <span class="channel-url">https://conda.example.org/main/'
         in fixed
     )
-    assert "pixi project channel add" in fixed
+    assert 'pixi workspace channel add <span class="channel-url">' in fixed
     assert "<script>" not in fixed  # nothing to fill in
     guessed = browse.render_channel_page(channel, "main")
     assert '<span class="channel-url">https://HOST/main/</span>' in guessed

@@ -216,3 +216,53 @@ def test_the_runner_context_is_refused_where_github_has_none_yet(tmp_path: Path)
     )
     with pytest.raises(ValueError, match="runner.temp"):
         job.run()
+
+
+# -- publishing with the ecosystem's own tools, on a platform matrix ---------------------
+
+HTTPS_GITHUB = TEMPLATES / "github-actions" / "conda-publish.yml"
+HTTPS_GITLAB = TEMPLATES / "gitlab-ci" / "conda-publish.gitlab-ci.yml"
+UPLOAD = re.compile(r"rattler-build upload artifactory\s*\\?\s*--url \"\$\{CONDAPORT_URL%/\}\"")
+
+
+def test_https_templates_publish_with_rattler_build_not_curl() -> None:
+    publish = load(HTTPS_GITHUB)["jobs"]["publish"]["steps"]
+    [step] = [s for s in publish if s.get("name", "").startswith("Publish to the condaport")]
+    gitlab = "\n".join(load(HTTPS_GITLAB)["conda-publish"]["script"])
+    for script in (step["run"], gitlab):
+        assert UPLOAD.search(script), script
+        assert "curl" not in script
+        assert "ARTIFACTORY_TOKEN" in script  # the token from the environment, no argument
+        assert "--token" not in script
+
+
+def test_the_curl_fallback_is_documented_and_is_bash() -> None:
+    readme = (TEMPLATES / "README.md").read_text()
+    [fallback] = re.findall(r"### Fallback: curl.*?```bash\n(.*?)```", readme, re.S)
+    assert "curl" in fallback and "--upload-file" in fallback
+    assert "--config -" in fallback  # the token through stdin, not an argument
+    assert bash_syntax(fallback) == ""
+
+
+def test_github_builds_on_linux_macos_and_windows_and_publishes_once() -> None:
+    jobs = load(HTTPS_GITHUB)["jobs"]
+    runners = jobs["build"]["strategy"]["matrix"]["runner"]
+    assert jobs["build"]["runs-on"] == "${{ matrix.runner }}"
+    assert {r.split("-")[0] for r in runners} == {"ubuntu", "macos", "windows"}
+    assert jobs["publish"]["needs"] == "build"
+    uses = [s.get("uses", "").split("@")[0] for s in jobs["publish"]["steps"]]
+    assert uses[0] == "actions/download-artifact"
+    # pixi fetches rattler-build with the system store, before the private CA is set up;
+    # the CA never becomes a job-wide SSL_CERT_FILE.
+    names = [s.get("name") for s in jobs["publish"]["steps"]]
+    assert names.index("Install rattler-build (conda-forge)") < names.index(
+        "Trust the channel's CA"
+    )
+    assert not re.search(r"SSL_CERT_FILE=[^\n]*GITHUB_ENV", HTTPS_GITHUB.read_text())
+
+
+def test_gitlab_builds_on_linux_and_macos_runners() -> None:
+    build = load(HTTPS_GITLAB)["conda-build"]
+    tags = [entry["RUNNER_TAG"] for entry in build["parallel"]["matrix"]]
+    assert build["tags"] == ["$RUNNER_TAG"]
+    assert any("linux" in t for t in tags) and any("macos" in t for t in tags)
