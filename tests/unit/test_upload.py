@@ -529,8 +529,8 @@ def _with_info_file(package: Path, dest: Path, name: str, content: bytes) -> Pat
 def test_metadata_the_record_cannot_be_built_from_is_422_with_the_reason(
     host: Host, tmp_path: Path, content: bytes
 ) -> None:
-    """info/run_exports.json is read while the repodata record is built, after the
-    package checks: a parse error there is the package's fault (422), not the host's."""
+    """info/run_exports.json goes into the repodata record: a parse error there is the
+    package's fault (422, naming the file), not the host's (500)."""
     package = _with_info_file(
         build_conda(tmp_path / "src", "exporter"),
         tmp_path / "bad",
@@ -539,7 +539,7 @@ def test_metadata_the_record_cannot_be_built_from_is_422_with_the_reason(
     )
     status, answer, _ = host.put(package)
     assert status == 422, answer
-    assert "cannot be read" in answer["error"], answer
+    assert "info/run_exports.json" in answer["error"], answer
     assert package.name not in host.listed()
     assert not (host.channel / "noarch" / package.name).exists()
     assert host.staged() == []
