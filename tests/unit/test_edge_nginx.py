@@ -15,7 +15,6 @@ import http.client
 import os
 import shutil
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,9 +23,9 @@ from pathlib import Path
 import pytest
 
 from bench.bench_auth import free_port, self_signed
+from tests.support.nginx import NGINX, running
 from tests.support.render import Renderer
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 CACHE = "X-Condaport-Cache"
 VALIDITY = 1
 PACKAGE = "noarch/pkg-1.0-0.conda"
@@ -162,19 +161,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     primary_conf.write_text(PRIMARY_CONF.format(prefix=prefix, port=primary_port, tls=tls))
     conf = prefix / "nginx.conf"
     conf.write_text(EDGE_CONF.format(prefix=prefix))
-    checked = subprocess.run(
-        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True
-    )
-    assert checked.returncode == 0, checked.stderr
-    subprocess.run([NGINX, "-p", str(prefix), "-c", str(primary_conf)], check=True)
-    subprocess.run([NGINX, "-p", str(prefix), "-c", str(conf)], check=True)
-    time.sleep(0.3)
-    try:
+    with running(prefix, conf, primary_conf):
         yield Edge(port, prefix / "primary")
-    finally:
-        for config in (conf, primary_conf):
-            stop = [NGINX, "-p", str(prefix), "-c", str(config), "-s", "stop"]
-            subprocess.run(stop, check=False, capture_output=True)
 
 
 def test_clients_keep_only_package_files_and_shards_for_a_year(edge: Edge) -> None:

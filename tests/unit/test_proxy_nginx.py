@@ -26,9 +26,9 @@ import pytest
 
 from bench.bench_auth import free_port, self_signed
 from condaport.files import replace_atomically
+from tests.support.nginx import NGINX, running
 from tests.support.render import Renderer
 
-NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 MIRROR_PASSWORD = "mirror-upstream-Pw-0815"
 READER_PASSWORD = "reader-password-4711"
 READ_TOKEN = "reader-token-0123456789abcdef"
@@ -273,19 +273,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     upstream_conf.write_text(UPSTREAM_CONF.format(prefix=prefix, port=upstream_port, tls=tls))
     conf = prefix / "nginx.conf"
     conf.write_text(CONDAPORT_CONF.format(prefix=prefix))
-    checked = subprocess.run(
-        [NGINX, "-t", "-p", str(prefix), "-c", str(conf)], capture_output=True, text=True
-    )
-    assert checked.returncode == 0, checked.stderr
-    subprocess.run([NGINX, "-p", str(prefix), "-c", str(upstream_conf)], check=True)
-    subprocess.run([NGINX, "-p", str(prefix), "-c", str(conf)], check=True)
-    time.sleep(0.3)
-    try:
+    with running(prefix, conf, upstream_conf):
         yield Setup(prefix, port, upstream_port, upstream_conf, www)
-    finally:
-        for config in (conf, upstream_conf):
-            stop = [NGINX, "-p", str(prefix), "-c", str(config), "-s", "stop"]
-            subprocess.run(stop, check=False, capture_output=True)
 
 
 def test_the_channel_serves_its_upstream_with_the_channels_own_credential(setup: Setup) -> None:

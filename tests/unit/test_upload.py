@@ -145,32 +145,8 @@ def test_an_upload_is_placed_and_listed_by_an_incremental_index(host: Host, tmp_
 
 def _with_run_exports(package: Path, dest: Path) -> Path:
     """A copy of a .conda whose info archive also holds info/run_exports.json."""
-    import io
-    import tarfile
-
-    import zstandard
-
-    dest.mkdir(parents=True, exist_ok=True)
-    target = dest / package.name
-    with zipfile.ZipFile(package) as source, zipfile.ZipFile(target, "w") as out:
-        for item in source.infolist():
-            data = source.read(item)
-            if item.filename.startswith("info-"):
-                raw = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data)).read()
-                buffer = io.BytesIO()
-                with (
-                    tarfile.open(fileobj=io.BytesIO(raw)) as inner,
-                    tarfile.open(fileobj=buffer, mode="w") as rebuilt,
-                ):
-                    for member in inner.getmembers():
-                        rebuilt.addfile(member, inner.extractfile(member))
-                    exports = json.dumps({"weak": ["rx >=1.0"], "strong": []}).encode()
-                    info = tarfile.TarInfo("info/run_exports.json")
-                    info.size = len(exports)
-                    rebuilt.addfile(info, io.BytesIO(exports))
-                data = zstandard.ZstdCompressor().compress(buffer.getvalue())
-            out.writestr(item, data)
-    return target
+    exports = json.dumps({"weak": ["rx >=1.0"], "strong": []}).encode()
+    return _with_info_file(package, dest, "info/run_exports.json", exports)
 
 
 def test_incremental_records_are_the_records_rattlers_index_writes(
