@@ -36,9 +36,11 @@ CHANNELS = "/srv/condaport/channels"
 STAGING = "/srv/condaport/staging"
 STATE = "/var/lib/condaport"
 INBOX = "/var/lib/condaport-inbox"
-# Outside every tree, owned by root: what a planted link points at.
+# Outside every tree, owned by root: what every planted link points at, watched with two
+# files an attacker would want (configuration the converge itself manages is not watched:
+# a converge may rightly change it).
 DECOY = "/opt/condaport-decoy"
-WATCHED = [DECOY, "/etc/shadow", "/etc/passwd", "/etc/condaport", "/etc/nginx/condaport"]
+WATCHED = [DECOY, "/etc/shadow", "/etc/passwd"]
 RUN = os.urandom(3).hex()
 
 # path -> what sits there once planted: a link to a decoy file or to the decoy folder.
