@@ -13,7 +13,6 @@ served: NGINX refuses dot paths) and is reported, and the rest is indexed.
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import hashlib
 import json
@@ -26,12 +25,10 @@ import time
 from pathlib import Path
 
 from condaport import repodata, shards
-from condaport.account import AccountError, become_writer
 from condaport.browse import PAGE, write_channel_page
-from condaport.cli import exit_now
-from condaport.config import CHANNEL_NAME, ConfigError, host_options, resolve
+from condaport.config import CHANNEL_NAME
 from condaport.files import dated_after_their_predecessors, replace_atomically
-from condaport.locking import LockTimeout, channel_lock
+from condaport.locking import channel_lock
 from condaport.packages import SUFFIXES, Rejected, check_archive_index
 
 QUARANTINE = ".quarantine"
@@ -276,7 +273,7 @@ def index_subdir_apart(
     has not indexed yet read whole into memory; a child returns all of it when it exits,
     where the service would keep its peak.
     """
-    argv = [sys.executable, "-m", "condaport.index", "subdir", str(channel_dir), subdir]
+    argv = [sys.executable, "-m", "condaport.index_command", "subdir", str(channel_dir), subdir]
     argv += ["--backend", backend] + (["--conda-python", conda_python] if conda_python else [])
     argv += ["--force"] if force else []
     result = subprocess.run(argv, capture_output=True, text=True, check=False)
@@ -418,79 +415,3 @@ def forget(state_dir: Path, channel: str) -> bool:
         return False
     shutil.rmtree(directory)
     return True
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="condaport-index", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = host_options()
-    for name in ("status", "run"):
-        cmd = sub.add_parser(name, parents=[common])
-        cmd.add_argument("--channel", action="append", help="limit to this channel (repeatable)")
-    run_cmd = sub.choices["run"]
-    run_cmd.add_argument("--force", action="store_true", help="index every subdir")
-    run_cmd.add_argument("--backend", choices=["rattler", "conda-index"])
-    run_cmd.add_argument("--conda-python", help="python of a conda install with conda-index")
-    one = sub.add_parser(
-        "subdir", help="index one subdir of a channel folder (services run this in a child)"
-    )
-    one.add_argument("channel_dir", type=Path)
-    one.add_argument("subdir")
-    one.add_argument("--backend", choices=["rattler", "conda-index"], default="rattler")
-    one.add_argument("--conda-python")
-    one.add_argument("--force", action="store_true", help="read every package again")
-    gone = sub.add_parser(
-        "forget", parents=[common], help="drop the index state of a channel removed from the host"
-    )
-    gone.add_argument("channel")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if args.command == "subdir":
-        try:
-            index_subdir(
-                args.channel_dir, args.subdir, args.backend, args.conda_python, force=args.force
-            )
-        except (IndexFailed, OSError) as exc:
-            print(f"condaport-index: {exc}", file=sys.stderr)
-            return 1
-        return 0
-    try:
-        host = resolve(args.config, args.channels_root, args.state_dir)
-        become_writer(host.writer)
-        if args.command == "status":
-            stale = {}
-            for channel in channel_names(host.channels_root, args.channel):
-                subdirs = stale_subdirs(host.channels_root, host.state_dir, channel)
-                if subdirs:
-                    stale[channel] = subdirs
-            missing = channels_without_page(host.channels_root, args.channel)
-            print(json.dumps({"stale": stale, "pages_missing": missing}))
-        elif args.command == "forget":
-            print(json.dumps({"forgotten": forget(host.state_dir, args.channel)}))
-        else:
-            quarantined: list[dict[str, str]] = []
-            indexed = run(
-                host.channels_root,
-                host.state_dir,
-                args.channel,
-                force=args.force,
-                backend=args.backend or host.index_backend,
-                conda_python=args.conda_python or host.conda_python,
-                quarantined=quarantined,
-            )
-            print(json.dumps({"indexed": indexed, "quarantined": quarantined}))
-    except (IndexFailed, LockTimeout, ConfigError, AccountError, OSError) as exc:
-        print(f"condaport-index: {exc}", file=sys.stderr)
-        return 1
-    return 0
-
-
-def run_cli() -> None:
-    exit_now(main())
-
-
-if __name__ == "__main__":
-    run_cli()

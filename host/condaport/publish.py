@@ -9,21 +9,16 @@ condaport.batch) does a whole playbook run in one process: unpack, place, prune,
 
 from __future__ import annotations
 
-import argparse
 import errno
 import json
 import os
 import shutil
-import sys
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
-from condaport.account import AccountError, become_writer
-from condaport.cli import exit_now
-from condaport.config import CHANNEL_NAME, ConfigError, HostConfig, host_options, resolve
-from condaport.locking import LockTimeout, channel_lock
+from condaport.locking import channel_lock
 from condaport.packages import (
     Limits,
     PackageInfo,
@@ -34,9 +29,6 @@ from condaport.packages import (
     split_name,
 )
 from condaport.provenance import forget_files, placed_by_uploaders, record_placement
-
-EXIT_REJECTED = 3
-EXIT_VERSION = 4
 
 
 @dataclass
@@ -378,156 +370,3 @@ def place(
             )
     finally:
         discard_staged(staged)
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="condaport-publish", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    common = host_options()
-    inv = sub.add_parser(
-        "inventory", parents=[common], help="list the channel's package files with sha256"
-    )
-    inv.add_argument("--channel", required=True)
-    put = sub.add_parser(
-        "place", parents=[common], help="validate staged files and move them into the channel"
-    )
-    put.add_argument("--channel", required=True)
-    put.add_argument("--staging", type=Path, required=True)
-    put.add_argument(
-        "--subdir",
-        action="append",
-        help="a subdir the channel serves (repeatable; default: the configuration's)",
-    )
-    put.add_argument("--overwrite", action="store_true")
-    put.add_argument("--all-or-nothing", action="store_true")
-    cut = sub.add_parser("prune", parents=[common], help="remove named packages and old versions")
-    cut.add_argument("--channel", required=True)
-    cut.add_argument("--remove", action="append", default=[], help="a package file name")
-    cut.add_argument(
-        "--keep-versions",
-        type=int,
-        default=0,
-        help="newest versions to keep per package name and subdir, each with all its builds"
-        " (default 0: keep everything)",
-    )
-    run = sub.add_parser(
-        "publish",
-        parents=[common],
-        help="one playbook run: unpack a bundle, place, remove, prune, index and report",
-    )
-    run.add_argument("--channel", required=True)
-    run.add_argument("--bundle", type=Path, help="tar of package files (deleted once read)")
-    run.add_argument("--subdir", action="append", help="as for place")
-    run.add_argument("--overwrite", action="store_true")
-    run.add_argument("--all-or-nothing", action="store_true")
-    run.add_argument("--remove", action="append", default=[], help="a package file name")
-    run.add_argument("--keep-versions", type=int, default=0)
-    run.add_argument("--staging-max-age", default="1d", help="find syntax: 90, 30m, 12h, 1d")
-    run.add_argument(
-        "--expect-version",
-        help="fail unless the installed condaport is this version (the playbook's)",
-    )
-    return parser
-
-
-def _publish_run(host: HostConfig, args: argparse.Namespace) -> int:
-    """`publish`: everything in one process; one JSON report on stdout, always."""
-    from condaport import batch
-
-    installed = batch.installed_version()
-    if args.expect_version and args.expect_version != installed:
-        print(
-            f"condaport-publish: condaport {installed} is installed on this host, but the"
-            f" playbook is condaport {args.expect_version}: converge the host first"
-            " (site.yml or playbooks/channel.yml)",
-            file=sys.stderr,
-        )
-        return EXIT_VERSION
-    bundle, swept = None, []
-    if args.bundle is not None:
-        # As root, in root's own inbox: the only step that does not run as the writer.
-        bundle, swept = batch.take_bundle(
-            args.bundle, args.channel, batch.age_seconds(args.staging_max_age)
-        )
-    become_writer(host.writer)
-    report = batch.publish(
-        host,
-        args.channel,
-        bundle=bundle,
-        run_name=args.bundle.name.removesuffix(".tar") if args.bundle else "run",
-        allowed_subdirs=_served_subdirs(host, args.channel, args.subdir),
-        overwrite=args.overwrite,
-        all_or_nothing=args.all_or_nothing,
-        remove=args.remove,
-        keep_versions=args.keep_versions,
-        staging_max_age=batch.age_seconds(args.staging_max_age),
-    )
-    report.swept[:0] = swept
-    print(json.dumps(report.as_dict()))
-    for entry in report.outcome.rejected:
-        print(f"refused {entry['file']}: {entry['reason']}", file=sys.stderr)
-    for error in report.errors:
-        print(f"condaport-publish: {error}", file=sys.stderr)
-    if report.errors:
-        return 1
-    return EXIT_REJECTED if report.outcome.rejected else 0
-
-
-def _served_subdirs(host: HostConfig, channel: str, given: list[str] | None) -> list[str] | None:
-    if given:
-        return given
-    configured = host.channel(channel)
-    return list(configured.subdirs) if configured and configured.subdirs else None
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        host = resolve(args.config, args.channels_root, args.state_dir)
-        if not CHANNEL_NAME.match(args.channel):
-            raise Rejected(f"{args.channel!r} is not a channel name")
-        if args.command != "publish":
-            become_writer(host.writer)
-        if args.command == "inventory":
-            print(json.dumps({"packages": inventory(host.channels_root, args.channel)}))
-            return 0
-        if args.command == "publish":
-            if args.keep_versions < 0:
-                raise Rejected("the number of versions to keep must be 0 (all) or more")
-            for name in args.remove:
-                try:
-                    split_name(name)  # a path trick in a removal request is refused outright
-                except Rejected as exc:
-                    raise Rejected(f"cannot remove {name!r}: {exc}") from None
-            return _publish_run(host, args)
-        if args.command == "prune":
-            result = prune(
-                host.channels_root, host.state_dir, args.channel, args.remove, args.keep_versions
-            )
-            print(json.dumps(result))
-            return 0
-        outcome = place(
-            host.channels_root,
-            host.state_dir,
-            args.channel,
-            args.staging,
-            _served_subdirs(host, args.channel, args.subdir),
-            overwrite=args.overwrite,
-            all_or_nothing=args.all_or_nothing,
-            limits=Limits(unpacked_size=host.package_max_unpacked_size),
-        )
-    except (LockTimeout, OSError, Rejected, ConfigError, AccountError) as exc:
-        print(f"condaport-publish: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(outcome.as_dict()))
-    for entry in outcome.rejected:
-        print(f"refused {entry['file']}: {entry['reason']}", file=sys.stderr)
-    return EXIT_REJECTED if outcome.rejected else 0
-
-
-def run_cli() -> None:
-    exit_now(main())
-
-
-if __name__ == "__main__":
-    run_cli()

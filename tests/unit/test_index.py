@@ -31,7 +31,7 @@ def channel(tmp_path: Path) -> tuple[Path, Path]:
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "condaport.index", *args],
+        [sys.executable, "-m", "condaport.index_command", *args],
         capture_output=True,
         text=True,
         check=False,

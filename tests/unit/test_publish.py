@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from condaport import index, publish
+from condaport import index, publish, publish_command
 from condaport.packages import Rejected
 from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 
@@ -130,7 +130,7 @@ def test_inventory_reports_every_package_with_its_sha256(layout) -> None:
 
 
 def _cli(layout: dict[str, Path], staging: Path) -> subprocess.Popen[str]:
-    argv = [sys.executable, "-m", "condaport.publish", "place"]
+    argv = [sys.executable, "-m", "condaport.publish_command", "place"]
     argv += ["--channels-root", str(layout["root"]), "--state-dir", str(layout["state"])]
     argv += ["--channel", "main", "--staging", str(staging)]
     argv += [f"--subdir={s}" for s in SUBDIRS]
@@ -156,7 +156,7 @@ def test_cli_exits_3_and_names_each_refused_file(layout) -> None:
     (layout["staging"] / "notes.txt").write_text("not a package")
     process = _cli(layout, layout["staging"])
     out, err = process.communicate(timeout=60)
-    assert process.returncode == publish.EXIT_REJECTED
+    assert process.returncode == publish_command.EXIT_REJECTED
     assert json.loads(out)["rejected"][0]["file"] == "notes.txt"
     assert "refused notes.txt: not a conda package" in err
 
@@ -223,7 +223,7 @@ def test_retention_keeps_every_build_and_format_of_the_newest_versions(layout) -
 
 def test_cli_prune_takes_the_number_of_versions(layout) -> None:
     _tool_release(layout)
-    argv = [sys.executable, "-m", "condaport.publish", "prune", "--channel", "main"]
+    argv = [sys.executable, "-m", "condaport.publish_command", "prune", "--channel", "main"]
     argv += ["--channels-root", str(layout["root"]), "--state-dir", str(layout["state"])]
     result = subprocess.run(
         [*argv, "--keep-versions", "1"], capture_output=True, text=True, check=False
@@ -241,12 +241,12 @@ def test_place_without_subdirs_never_writes_outside_the_channel(layout, tmp_path
     (layout["root"] / "other" / "noarch").mkdir(parents=True)
     build_tar_bz2(layout["staging"], "escapee", index_overrides={"subdir": "../other/noarch"})
     before = snapshot(layout["root"])
-    argv = [sys.executable, "-m", "condaport.publish", "place", "--channel", "main"]
+    argv = [sys.executable, "-m", "condaport.publish_command", "place", "--channel", "main"]
     argv += ["--channels-root", str(layout["root"]), "--state-dir", str(layout["state"])]
     argv += ["--staging", str(layout["staging"])]
     env = {**os.environ, "CONDAPORT_CONFIG": str(tmp_path / "no-config.json")}
     result = subprocess.run(argv, capture_output=True, text=True, check=False, env=env)
-    assert result.returncode == publish.EXIT_REJECTED, result.stderr
+    assert result.returncode == publish_command.EXIT_REJECTED, result.stderr
     assert "is not a subdir name" in json.loads(result.stdout)["rejected"][0]["reason"]
     assert snapshot(layout["root"]) == before
     assert not list((layout["root"] / "other").rglob("*.tar.bz2"))

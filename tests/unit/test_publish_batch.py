@@ -55,7 +55,7 @@ def bundle_of(host: dict[str, Path], *files: Path, name: str = "run1") -> Path:
 
 
 def run(host: dict[str, Path], *extra: str) -> tuple[int, dict, str]:
-    argv = [sys.executable, "-m", "condaport.publish", "publish", "--channel", "main"]
+    argv = [sys.executable, "-m", "condaport.publish_command", "publish", "--channel", "main"]
     result = subprocess.run(
         [*argv, "--config", str(host["config"]), *extra],
         capture_output=True,
