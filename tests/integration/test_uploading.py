@@ -243,6 +243,7 @@ def test_rattler_build_artifactory_upload_with_a_token_then_py_rattler_installs_
     print(f"artifactory upload (token) answered after {uploaded:.2f} s, installable at once")
 
 
+@pytest.mark.basic_mode
 def test_rattler_build_artifactory_upload_with_a_password_from_the_auth_file(
     site: Site, tmp_path: Path
 ) -> None:
@@ -367,6 +368,7 @@ MATRIX = {
 CASES = [(c, w) for c, callers in MATRIX.items() for w in callers]
 
 
+@pytest.mark.basic_mode
 @pytest.mark.parametrize(("channel", "who"), CASES, ids=[f"{c}-{w}" for c, w in CASES])
 def test_upload_rights(site: Site, tmp_path: Path, channel: str, who: str) -> None:
     package = build_tar_bz2(tmp_path, f"m-{channel}-{who.replace(':', '-')}-{site.mode}-{RUN}")
@@ -380,6 +382,7 @@ def test_upload_rights(site: Site, tmp_path: Path, channel: str, who: str) -> No
     assert reply.body.get("status") == reply.status, reply
 
 
+@pytest.mark.basic_mode
 def test_a_client_cannot_claim_an_identity(site: Site, tmp_path: Path) -> None:
     package = build_tar_bz2(tmp_path, f"spoof-{site.mode}-{RUN}")
     claimed = {"X-Condaport-Uploader": "token:ci-main", "X-Condaport-Client": "127.0.0.1"}
@@ -579,6 +582,7 @@ def test_oversize_is_413_up_front_and_while_streaming(site: Site) -> None:
     assert listed(site, "main") == before
 
 
+@pytest.mark.basic_mode
 def test_same_name_other_bytes_is_409_and_only_a_maintainer_may_force_or_delete(
     site: Site, tmp_path: Path
 ) -> None:
@@ -604,6 +608,7 @@ def test_same_name_other_bytes_is_409_and_only_a_maintainer_may_force_or_delete(
     assert gone.status == 404
 
 
+@pytest.mark.basic_mode
 def test_uploads_into_a_small_channel_are_indexed_in_place(site: Site, tmp_path: Path) -> None:
     """Upload start to installable (the answer comes once repodata lists it)."""
     timings = []
@@ -805,6 +810,7 @@ def _token_upload_urls(token: str, name: str) -> list[tuple[str, str]]:
     ]
 
 
+@pytest.mark.basic_mode
 def test_a_read_token_in_an_upload_url_reaches_no_log(site: Site, tmp_path: Path) -> None:
     """A channel URL with its read token pasted as the upload URL is refused before any
     credential check, body read or the service: auth_basic logs a wrong password with the
@@ -838,6 +844,7 @@ def test_a_read_token_in_an_upload_url_reaches_no_log(site: Site, tmp_path: Path
             assert shown not in nginx_logs.stdout, f"token in NGINX's logs ({site.mode})"
 
 
+@pytest.mark.basic_mode
 def test_no_upload_token_is_stored_anywhere_but_the_root_only_map(site: Site) -> None:
     patterns = [arg for token in site.tokens.values() for arg in ("-e", token)]
     found = on_host(
