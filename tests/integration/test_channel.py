@@ -8,6 +8,7 @@ import socket
 import ssl
 import subprocess
 import sys
+import time
 import urllib.error
 from pathlib import Path
 
@@ -137,6 +138,41 @@ def test_rattler_installs_the_package_with_credentials(channel: Channel, tmp_pat
     assert (prefix / "share" / SAMPLE / "hello.txt").read_text().strip() == "hello from condaport"
     metadata = "".join(p.read_text() for p in (prefix / "conda-meta").glob("*.json"))
     assert channel.password not in metadata
+
+
+def _access_log(channel: Channel) -> list[str]:
+    read = ["podman", "exec", channel.container, "cat", "/var/log/nginx/access.log"]
+    return subprocess.run(read, capture_output=True, text=True, check=True).stdout.splitlines()
+
+
+def test_a_real_client_solves_from_the_sharded_repodata(channel: Channel, tmp_path: Path) -> None:
+    """py-rattler asks for the shard index first; condaport serves it and the shards, so the
+    client never downloads a subdir's whole repodata (CEP-16)."""
+    before = len(_access_log(channel))
+    auth_file = write_auth_file(tmp_path / "auth.json", channel.url, channel.user, channel.password)
+    result = run_install(
+        channel.url,
+        [SAMPLE],
+        tmp_path / "env",
+        auth_file=auth_file,
+        ca_file=channel.ca_file,
+        cache_dir=tmp_path / "cache",
+    )
+    assert result.returncode == 0, result.stderr
+    time.sleep(0.5)  # NGINX logs a request after answering it
+    # `... "GET /main/noarch/x HTTP/2.0" 200 ...`: (request line, status) of each new line.
+    answered = [
+        (line.split('"')[1], line.split('"')[2].split()[0])
+        for line in _access_log(channel)[before:]
+        if line.count('"') >= 2
+    ]
+    requests = [request for request, _ in answered]
+    shard_index = [
+        status for request, status in answered if "/noarch/repodata_shards.msgpack.zst " in request
+    ]
+    assert shard_index and set(shard_index) <= {"200", "304"}, answered
+    assert any("/noarch/shards/" in request for request in requests), requests
+    assert not [r for r in requests if "/repodata.json" in r], requests
 
 
 def test_rattler_with_a_wrong_password_gets_401(channel: Channel, tmp_path: Path) -> None:
