@@ -48,6 +48,7 @@ from tests.support.pkgbuild import (
     build_zstd_bomb,
 )
 from tests.support.playbook import copy_to_host
+from tests.support.shards import mismatches
 from tests.support.uploader import run_upload, write_token_auth_file
 
 RUN = os.urandom(3).hex()
@@ -606,6 +607,7 @@ def test_same_name_other_bytes_is_409_and_only_a_maintainer_may_force_or_delete(
         f"{site.base_url}{path}", ca_file=site.ca_file, auth=("reader", site.passwords["reader"])
     )
     assert gone.status == 404
+    assert shard_mismatches(site, "main") == []
 
 
 @pytest.mark.basic_mode
@@ -752,6 +754,22 @@ def test_eight_uploaders_in_parallel_all_land_while_a_client_polls(
         )
         assert downloaded.body == package.read_bytes()
     print(f"8 x 50 uploads in {elapsed:.1f} s; {poller.fetches} repodata fetches, 0 errors")
+    assert shard_mismatches(site, "main") == []
+
+
+def shard_mismatches(site: Site, channel: str, subdir: str = "noarch") -> list[str]:
+    """The subdir's shards against its repodata.json, fetched as a client would."""
+
+    def get(path: str) -> bytes | None:
+        answer = fetch(
+            f"{site.base_url}/{channel}/{subdir}/{path}",
+            ca_file=site.ca_file,
+            auth=("reader", site.passwords["reader"]),
+        )
+        assert answer.status in (200, 404), (path, answer.status)
+        return answer.body if answer.status == 200 else None
+
+    return mismatches(get)
 
 
 def test_the_service_killed_mid_upload_serves_nothing_half_placed(

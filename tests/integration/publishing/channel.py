@@ -9,6 +9,7 @@ from pathlib import Path
 from conftest import Channel, fetch
 
 from tests.support.client import run_install, write_auth_file
+from tests.support.shards import mismatches
 
 TREE = "/srv/condaport/channels/main"
 # Package names unique to this run, so the suites can run again against the same host.
@@ -25,6 +26,17 @@ def listed(channel: Channel, subdir: str = "noarch") -> dict[str, dict]:
     assert answer.status == 200
     repodata = json.loads(answer.body)
     return {**repodata["packages"], **repodata["packages.conda"]}
+
+
+def shard_mismatches(channel: Channel, subdir: str = "noarch") -> list[str]:
+    """The subdir's shards against its repodata.json, fetched as a client would."""
+
+    def get(path: str) -> bytes | None:
+        status, body = download(channel, f"{subdir}/{path}")
+        assert status in (200, 404), (path, status)
+        return body if status == 200 else None
+
+    return mismatches(get)
 
 
 def download(channel: Channel, path: str) -> tuple[int, bytes]:

@@ -8,7 +8,13 @@ from pathlib import Path
 
 from conftest import Channel
 
-from publishing.channel import RUN, TREE, assert_every_listed_file_downloads, listed
+from publishing.channel import (
+    RUN,
+    TREE,
+    assert_every_listed_file_downloads,
+    listed,
+    shard_mismatches,
+)
 from tests.support.pkgbuild import build_tar_bz2
 from tests.support.playbook import copy_to_host, kill_when_seen, on_host, playbook, start_playbook
 
@@ -31,6 +37,7 @@ def test_a_killed_index_run_keeps_the_last_index_and_the_playbook_heals(
     healed = playbook("index.yml")
     assert healed.returncode == 0, healed.stdout[-2000:]
     assert f"synced{RUN}-1499-1.0-0.tar.bz2" in listed(channel)
+    assert shard_mismatches(channel) == []
 
 
 def test_a_killed_publish_leaves_a_valid_channel_and_a_rerun_completes_it(
@@ -52,3 +59,4 @@ def test_a_killed_publish_leaves_a_valid_channel_and_a_rerun_completes_it(
     assert all(f"late{RUN}-{n:03d}-1.0-0.tar.bz2" in names for n in range(300))
     leftovers = on_host(channel.container, "find", TREE, "-name", ".*.partial").stdout
     assert leftovers.strip() == ""
+    assert shard_mismatches(channel) == []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from conftest import Channel
 
-from publishing.channel import RUN, download, installs, listed
+from publishing.channel import RUN, download, installs, listed, shard_mismatches
 from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 from tests.support.playbook import playbook, said
 
@@ -40,6 +40,7 @@ def test_an_overwrite_keeping_size_and_mtime_is_served_and_indexed(
     assert status == 200 and hashlib.sha256(body).hexdigest() == new
     assert listed(channel)[first.name]["sha256"] == new
     installs(channel, tmp_path, f"twin{RUN}")
+    assert shard_mismatches(channel) == []
 
 
 def test_retention_keeps_the_newest_versions_with_every_build_and_format(
@@ -71,6 +72,7 @@ def test_retention_keeps_the_newest_versions_with_every_build_and_format(
     assert all(f"noarch/{g}" in said(pruned) for g in gone)  # reported as removed
     installs(channel, tmp_path, f"{name} ==1.10")
     installs(channel, tmp_path, "base-tool")
+    assert shard_mismatches(channel) == []
 
     again = playbook("publish.yml", {"condaport_publish_keep_versions": "1"}, as_strings=True)
     assert again.returncode == 0 and "changed=0" in said(again)
