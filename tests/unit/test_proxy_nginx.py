@@ -453,6 +453,19 @@ def test_only_package_files_and_shards_are_immutable(setup: Setup) -> None:
         assert page.headers["Cache-Control"] == "private, no-cache", channel
 
 
+@pytest.mark.parametrize("path", ["noarch/.x.conda", "noarch/.hidden.tar.bz2", ".cache/x.json"])
+@pytest.mark.parametrize("who", ["nobody", "reader"])
+def test_dot_paths_answer_404_with_or_without_credentials(
+    setup: Setup, path: str, who: str
+) -> None:
+    """Dot paths (indexer caches, temp files) are never served, for local and proxy channels
+    alike, and a client without credentials learns nothing about them (404, not 401)."""
+    headers = reader() if who == "reader" else {}
+    for channel in ("main", "forge"):
+        reply = setup.get(f"/{channel}/{path}", headers)
+        assert reply.status == 404, (channel, path, who, reply.status)
+
+
 def test_uploads_to_a_proxy_channel_answer_405_with_a_reason(setup: Setup) -> None:
     for method, path in (
         ("PUT", f"/forge/noarch/{PACKAGE}"),

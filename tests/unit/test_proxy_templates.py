@@ -177,10 +177,10 @@ def test_index_files_are_refreshed_after_the_validity(
     assert "include /etc/nginx/condaport-proxy/index.conf;" in index
     package = _location(
         rendered["vhost"],
-        'location ~ "^/forge/[^./][^/]*/([^/]+\\.(conda|tar\\.bz2)|shards/[0-9a-f]',
+        'location ~ "^/forge/[^./][^/]*/([^./][^/]*\\.(conda|tar\\.bz2)|shards/[0-9a-f]',
     )
     assert "include /etc/nginx/condaport-proxy/package.conf;" in package
-    json = _location(rendered["vhost"], "location ~ ^/forge/.*\\.json$")
+    json = _location(rendered["vhost"], "location ~ ^/forge(?!.*/\\.)/.*\\.json$")
     assert "include /etc/nginx/condaport-proxy/index.conf;" in json
     # Anything else (channeldata.json...) is refreshed like an index file, never kept a year.
     outer = directives(
