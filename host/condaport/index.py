@@ -89,18 +89,22 @@ def fingerprint_file(state_dir: Path, channel: str, subdir: str) -> Path:
     return state_dir / "fingerprints" / channel / f"{subdir}.sha256"
 
 
+def is_fresh(state_dir: Path, channel_dir: Path, subdir: str, rows: Rows | None = None) -> bool:
+    """The one definition of an up-to-date subdir: it has repodata, and its package files
+    (`rows`, read now when not given) are those its index was last built from."""
+    subdir_dir = channel_dir / subdir
+    if not (subdir_dir / "repodata.json").is_file():
+        return False
+    try:
+        recorded = fingerprint_file(state_dir, channel_dir.name, subdir).read_text().strip()
+    except OSError:
+        return False
+    return recorded == rows_digest(package_rows(subdir_dir) if rows is None else rows)
+
+
 def stale_subdirs(channels_root: Path, state_dir: Path, channel: str) -> list[str]:
     channel_dir = channels_root / channel
-    stale = []
-    for subdir in subdir_names(channel_dir):
-        recorded = fingerprint_file(state_dir, channel, subdir)
-        if not (channel_dir / subdir / "repodata.json").exists():
-            stale.append(subdir)
-        elif not recorded.exists() or recorded.read_text().strip() != fingerprint(
-            channel_dir / subdir
-        ):
-            stale.append(subdir)
-    return stale
+    return [s for s in subdir_names(channel_dir) if not is_fresh(state_dir, channel_dir, s)]
 
 
 def _rows_file(state_dir: Path, channel: str, subdir: str) -> Path:
@@ -220,8 +224,9 @@ def index_subdir(
         before = json.loads((subdir_dir / "repodata.json").read_bytes())
     except (OSError, ValueError):
         before = None
+    indexer = backend_named(backend, conda_python)
     with dated_after_their_predecessors(index_files(channel_dir, subdir)):
-        _index_with(backend, channel_dir, subdir, conda_python, force)
+        indexer.index(channel_dir, subdir, force)
     try:
         written = json.loads((subdir_dir / "repodata.json").read_bytes())
     except FileNotFoundError:
@@ -247,21 +252,52 @@ def index_files(channel_dir: Path, subdir: str) -> list[Path]:
     return [*sorted(subdir_files), channel_dir / "channeldata.json"]
 
 
-def _index_with(
-    backend: str, channel_dir: Path, subdir: str, conda_python: str | None, force: bool
-) -> None:
-    if backend == "rattler":
+class Backend:
+    """An indexer that writes a subdir's repodata.json (and .zst) from its package files."""
+
+    name = ""
+    # Whether it writes the records condaport's in-place editor writes (rattler's), so a
+    # change may be applied by editing them instead of a full run.
+    edits_in_place = False
+
+    def index(self, channel_dir: Path, subdir: str, force: bool) -> None:
+        raise NotImplementedError
+
+
+class RattlerBackend(Backend):
+    name = "rattler"
+    edits_in_place = True
+
+    def index(self, channel_dir: Path, subdir: str, force: bool) -> None:
         _index_with_rattler(channel_dir, subdir, force)
-    elif backend == "conda-index":
+
+
+class CondaIndexBackend(Backend):
+    name = "conda-index"
+
+    def __init__(self, conda_python: str | None) -> None:
         if not conda_python:
             raise IndexFailed("the conda-index backend needs --conda-python")
+        self.conda_python = conda_python
+
+    def index(self, channel_dir: Path, subdir: str, force: bool) -> None:
         if force:
             # conda-index caches records by file name, size and mtime in the subdir's
             # .cache folder: without it, every package is read again.
             shutil.rmtree(channel_dir / subdir / ".cache", ignore_errors=True)
-        _index_with_conda_index(channel_dir, subdir, conda_python)
-    else:
-        raise IndexFailed(f"unknown backend {backend!r}")
+        _index_with_conda_index(channel_dir, subdir, self.conda_python)
+
+
+BACKENDS = ("rattler", "conda-index")
+
+
+def backend_named(name: str, conda_python: str | None = None) -> Backend:
+    """The backend the host configuration (or an option) names."""
+    if name == RattlerBackend.name:
+        return RattlerBackend()
+    if name == CondaIndexBackend.name:
+        return CondaIndexBackend(conda_python)
+    raise IndexFailed(f"unknown backend {name!r} (one of {', '.join(BACKENDS)})")
 
 
 def index_subdir_apart(
@@ -336,7 +372,7 @@ def _index_screened(
     changed = sorted(n for n, row in rows.items() if previous is None or previous.get(n) != row)
     quarantined = screen(channel_dir, subdir, changed)
     rows = package_rows(subdir_dir)  # taken before indexing: a later change stays stale
-    if previous is not None and backend == "rattler" and not force:
+    if previous is not None and backend_named(backend, conda_python).edits_in_place and not force:
         try:
             quarantined += _index_in_place(channel_dir, subdir, previous, rows)
         except repodata.RepodataUnusable:

@@ -29,14 +29,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--channel", action="append", help="limit to this channel (repeatable)")
     run_cmd = sub.choices["run"]
     run_cmd.add_argument("--force", action="store_true", help="index every subdir")
-    run_cmd.add_argument("--backend", choices=["rattler", "conda-index"])
+    run_cmd.add_argument("--backend", choices=index.BACKENDS)
     run_cmd.add_argument("--conda-python", help="python of a conda install with conda-index")
     one = sub.add_parser(
         "subdir", help="index one subdir of a channel folder (services run this in a child)"
     )
     one.add_argument("channel_dir", type=Path)
     one.add_argument("subdir")
-    one.add_argument("--backend", choices=["rattler", "conda-index"], default="rattler")
+    one.add_argument("--backend", choices=index.BACKENDS, default="rattler")
     one.add_argument("--conda-python")
     one.add_argument("--force", action="store_true", help="read every package again")
     gone = sub.add_parser(

@@ -26,13 +26,13 @@ from condaport.config import ChannelConfig, HostConfig
 from condaport.index import (
     IndexFailed,
     Rows,
-    fingerprint_file,
+    backend_named,
     index_subdir_apart,
+    is_fresh,
     package_rows,
     quarantine,
     record_fingerprint,
     replaced_since_indexed,
-    rows_digest,
 )
 from condaport.locking import LockTimeout, channel_lock
 from condaport.packages import Limits, PackageInfo, Rejected, inspect_package, sha256_of
@@ -92,16 +92,14 @@ class SubdirState:
 
     @classmethod
     def read(cls, host: HostConfig, channel: str, subdir: str) -> SubdirState:
-        subdir_dir = host.channels_root / channel / subdir
-        rows = package_rows(subdir_dir)
-        recorded = fingerprint_file(host.state_dir, channel, subdir)
-        try:
-            fresh = (subdir_dir / repodata.REPODATA).is_file() and (
-                recorded.read_text().strip() == rows_digest(rows)
-            )
-        except OSError:
-            fresh = False
-        return cls(rows, fresh)
+        channel_dir = host.channels_root / channel
+        rows = package_rows(channel_dir / subdir)
+        return cls(rows, is_fresh(host.state_dir, channel_dir, subdir, rows))
+
+
+def _edits_in_place(host: HostConfig) -> bool:
+    """Whether the host's backend writes the records the in-place editor writes."""
+    return backend_named(host.index_backend, host.conda_python).edits_in_place
 
 
 def _bring_index_up_to_date(
@@ -117,7 +115,7 @@ def _bring_index_up_to_date(
     subdir_dir = channel_dir / subdir
     if state.fresh and change is None:
         return ""
-    if state.fresh and host.index_backend == "rattler":
+    if state.fresh and _edits_in_place(host):
         filename, record = change
         rows = dict(state.rows)
         if record is None:
@@ -215,7 +213,7 @@ def accept(
         sweep_partials(channel_dir)
         state = SubdirState.read(host, channel.name, info.subdir)
         caught_up = ""
-        if host.index_backend == "rattler" and not (state.fresh and editor.usable(subdir_dir)):
+        if _edits_in_place(host) and not (state.fresh and editor.usable(subdir_dir)):
             fresh = _catch_up(host, channel.name, info.subdir)
             if fresh is not None:
                 state, caught_up = fresh, "full"

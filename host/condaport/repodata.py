@@ -134,28 +134,9 @@ def read(subdir_dir: Path) -> dict:
     return data
 
 
-def with_record(repodata: dict, filename: str, record: dict | None) -> dict:
-    """A copy of `repodata` with `filename` set to `record` (None: removed)."""
-    section = section_for(filename)
-    packages = dict(repodata.get(section) or {})
-    if record is None:
-        packages.pop(filename, None)
-    else:
-        packages[filename] = record
-    updated = {**repodata, section: packages}
-    for other in _SECTIONS.values():
-        updated.setdefault(other, {})
-    return updated
-
-
 def encode(repodata: dict) -> bytes:
     """Compact JSON with sorted keys, as rattler's index writes it."""
     return json.dumps(repodata, separators=(",", ":"), sort_keys=True, ensure_ascii=False).encode()
-
-
-def write(subdir_dir: Path, repodata: dict) -> None:
-    """Replace repodata.json and repodata.json.zst with `repodata`."""
-    write_bytes(subdir_dir, encode(repodata))
 
 
 def write_bytes(subdir_dir: Path, content: bytes) -> None:
