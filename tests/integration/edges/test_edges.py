@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from condaport import shards
 from tests.support.client import run_install, write_auth_file
 from tests.support.pkgbuild import build_conda
 
@@ -137,6 +138,15 @@ def warm(tiers: Tiers, container: str, files: list[str]) -> None:
     paths = [f"{s}/{f}" for s in ("noarch", "linux-64") for f in INDEX_FILES] + files
     for path in paths:
         assert fetch_inside(container, f"{base}/{path}", auth) in (200, 404), path
+
+
+def shard_of(tiers: Tiers, name: str, subdir: str = "noarch") -> str:
+    """The path of a package name's shard, as the primary's shard index names it (a client
+    fetches it, content-addressed, to solve for that name)."""
+    index = get(tiers, f"{tiers.primary_url}/main/{subdir}/{shards.SHARD_INDEX}")
+    assert index.status == 200, index.status
+    digest = shards.decode(index.body)["shards"][name]
+    return f"{subdir}/{shards.SHARDS_FOLDER}/{digest.hex()}{shards.SHARD_SUFFIX}"
 
 
 def wait_installable(tiers: Tiers, spec: str, tmp_path: Path, limit: float = 90) -> float:
@@ -350,7 +360,7 @@ def test_while_the_primary_is_down_edges_serve_what_they_hold(tiers: Tiers, tmp_
     upload(tiers, package)
     wait_installable(tiers, name, tmp_path)
     for edge in tiers.edges:
-        warm(tiers, edge, [f"noarch/{package.name}"])
+        warm(tiers, edge, [f"noarch/{package.name}", shard_of(tiers, name)])
     addresses = stop_host(tiers.primary)
     try:
         time.sleep(tiers.index_validity + 1)
