@@ -359,6 +359,9 @@ def test_while_the_primary_is_down_edges_serve_what_they_hold(tiers: Tiers, tmp_
     package = build_conda(tmp_path / "dist", name)
     upload(tiers, package)
     wait_installable(tiers, name, tmp_path)
+    # An edge may still hold an index from before the upload (within its validity): once
+    # that has expired, warming makes each edge fetch the index that names the package.
+    time.sleep(tiers.index_validity + 1)
     for edge in tiers.edges:
         warm(tiers, edge, [f"noarch/{package.name}", shard_of(tiers, name)])
     addresses = stop_host(tiers.primary)
