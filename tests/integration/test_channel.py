@@ -123,17 +123,26 @@ def test_published_package_is_listed_and_downloads_intact(channel: Channel, repo
     assert hashlib.sha256(answer.body).hexdigest() == record["sha256"]
 
 
-def test_rattler_installs_the_package_with_credentials(channel: Channel, tmp_path: Path) -> None:
-    auth_file = write_auth_file(tmp_path / "auth.json", channel.url, channel.user, channel.password)
-    prefix = tmp_path / "env"
-    result = run_install(
+def _install_sample(
+    channel: Channel, tmp_path: Path, password: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    """py-rattler installs the sample into tmp_path/env, with the user's credentials from an
+    auth file (`password` instead of the user's own, for a wrong one)."""
+    secret = channel.password if password is None else password
+    auth_file = write_auth_file(tmp_path / "auth.json", channel.url, channel.user, secret)
+    return run_install(
         channel.url,
         [SAMPLE],
-        prefix,
+        tmp_path / "env",
         auth_file=auth_file,
         ca_file=channel.ca_file,
         cache_dir=tmp_path / "cache",
     )
+
+
+def test_rattler_installs_the_package_with_credentials(channel: Channel, tmp_path: Path) -> None:
+    prefix = tmp_path / "env"
+    result = _install_sample(channel, tmp_path)
     assert result.returncode == 0, result.stderr
     assert (prefix / "share" / SAMPLE / "hello.txt").read_text().strip() == "hello from condaport"
     metadata = "".join(p.read_text() for p in (prefix / "conda-meta").glob("*.json"))
@@ -149,15 +158,7 @@ def test_a_real_client_solves_from_the_sharded_repodata(channel: Channel, tmp_pa
     """py-rattler asks for the shard index first; condaport serves it and the shards, so the
     client never downloads a subdir's whole repodata (CEP-16)."""
     before = len(_access_log(channel))
-    auth_file = write_auth_file(tmp_path / "auth.json", channel.url, channel.user, channel.password)
-    result = run_install(
-        channel.url,
-        [SAMPLE],
-        tmp_path / "env",
-        auth_file=auth_file,
-        ca_file=channel.ca_file,
-        cache_dir=tmp_path / "cache",
-    )
+    result = _install_sample(channel, tmp_path)
     assert result.returncode == 0, result.stderr
     time.sleep(0.5)  # NGINX logs a request after answering it
     # `... "GET /main/noarch/x HTTP/2.0" 200 ...`: (request line, status) of each new line.
@@ -176,15 +177,7 @@ def test_a_real_client_solves_from_the_sharded_repodata(channel: Channel, tmp_pa
 
 
 def test_rattler_with_a_wrong_password_gets_401(channel: Channel, tmp_path: Path) -> None:
-    auth_file = write_auth_file(tmp_path / "auth.json", channel.url, channel.user, "not-it")
-    result = run_install(
-        channel.url,
-        [SAMPLE],
-        tmp_path / "env",
-        auth_file=auth_file,
-        ca_file=channel.ca_file,
-        cache_dir=tmp_path / "cache",
-    )
+    result = _install_sample(channel, tmp_path, password="not-it")
     assert result.returncode != 0
     assert "401" in result.stderr
     assert not (tmp_path / "env" / "share" / SAMPLE).exists()
