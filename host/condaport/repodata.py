@@ -156,6 +156,15 @@ def _key(name: str) -> str:
     return json.dumps(name, ensure_ascii=False)
 
 
+def _name_in(member: str) -> str:
+    """The package name of an encoded `"file":{record}` member (its record is one JSON
+    object after the key): looked up directly, not by searching every name's files."""
+    decoder = json.JSONDecoder()
+    _, end = decoder.raw_decode(member)  # the key: a file name may itself hold a ':'
+    record, _ = decoder.raw_decode(member, end + 1)
+    return str(record.get("name", "")) if isinstance(record, dict) else ""
+
+
 def _member(name: str, record: object) -> str:
     return f"{_key(name)}:{encode(record).decode()}"
 
@@ -177,11 +186,12 @@ class _Parsed:
         touched = set()
         previous = members.pop(filename, None)
         if previous is not None:
-            for name, sections in list(self.names.items()):
-                if sections[section].pop(filename, None) is not None:
-                    touched.add(name)
-                    if not any(sections.values()):
-                        del self.names[name]
+            name = _name_in(previous)
+            sections = self.names.get(name)
+            if sections is not None and sections[section].pop(filename, None) is not None:
+                touched.add(name)
+                if not any(sections.values()):
+                    del self.names[name]
         if record is not None:
             members[filename] = _member(filename, record)
             name = str(record.get("name", ""))
