@@ -17,7 +17,9 @@ from condaport import index
 from condaport.account import AccountError, become_writer
 from condaport.cli import exit_now
 from condaport.config import ConfigError, host_options, resolve
+from condaport.index_backends import BACKENDS, IndexFailed, backend_named
 from condaport.locking import LockTimeout
+from condaport.subdir_index import render_with_backend
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -29,14 +31,14 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--channel", action="append", help="limit to this channel (repeatable)")
     run_cmd = sub.choices["run"]
     run_cmd.add_argument("--force", action="store_true", help="index every subdir")
-    run_cmd.add_argument("--backend", choices=index.BACKENDS)
+    run_cmd.add_argument("--backend", choices=BACKENDS)
     run_cmd.add_argument("--conda-python", help="python of a conda install with conda-index")
     one = sub.add_parser(
         "subdir", help="index one subdir of a channel folder (services run this in a child)"
     )
     one.add_argument("channel_dir", type=Path)
     one.add_argument("subdir")
-    one.add_argument("--backend", choices=index.BACKENDS, default="rattler")
+    one.add_argument("--backend", choices=BACKENDS, default="rattler")
     one.add_argument("--conda-python")
     one.add_argument("--force", action="store_true", help="read every package again")
     gone = sub.add_parser(
@@ -50,10 +52,9 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command == "subdir":
         try:
-            index.index_subdir(
-                args.channel_dir, args.subdir, args.backend, args.conda_python, force=args.force
-            )
-        except (index.IndexFailed, OSError) as exc:
+            backend = backend_named(args.backend, args.conda_python)
+            render_with_backend(args.channel_dir, args.subdir, backend, args.force)
+        except (IndexFailed, OSError) as exc:
             print(f"condaport-index: {exc}", file=sys.stderr)
             return 1
         return 0
@@ -82,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 quarantined=quarantined,
             )
             print(json.dumps({"indexed": indexed, "quarantined": quarantined}))
-    except (index.IndexFailed, LockTimeout, ConfigError, AccountError, OSError) as exc:
+    except (IndexFailed, LockTimeout, ConfigError, AccountError, OSError) as exc:
         print(f"condaport-index: {exc}", file=sys.stderr)
         return 1
     return 0

@@ -22,22 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from condaport import repodata
+from condaport.channel_files import Rows
 from condaport.config import ChannelConfig, HostConfig
-from condaport.index import (
-    IndexFailed,
-    Rows,
-    backend_named,
-    index_subdir_apart,
-    is_fresh,
-    package_rows,
-    quarantine,
-    record_fingerprint,
-    replaced_since_indexed,
-)
+from condaport.index_backends import IndexFailed
 from condaport.locking import LockTimeout, channel_lock
 from condaport.packages import Limits, PackageInfo, Rejected, inspect_package, sha256_of
 from condaport.provenance import forget_files, record_placement
-from condaport.publish import existing_file, move_into_place, sweep_partials
+from condaport.subdir_index import Indexes, SubdirIndex
 
 
 class Conflict(RuntimeError):
@@ -91,72 +82,36 @@ class SubdirState:
     fresh: bool
 
     @classmethod
-    def read(cls, host: HostConfig, channel: str, subdir: str) -> SubdirState:
-        channel_dir = host.channels_root / channel
-        rows = package_rows(channel_dir / subdir)
-        return cls(rows, is_fresh(host.state_dir, channel_dir, subdir, rows))
-
-
-def _edits_in_place(host: HostConfig) -> bool:
-    """Whether the host's backend writes the records the in-place editor writes."""
-    return backend_named(host.index_backend, host.conda_python).edits_in_place
+    def read(cls, owner: SubdirIndex) -> SubdirState:
+        rows = owner.rows()
+        return cls(rows, owner.is_fresh(rows))
 
 
 def _bring_index_up_to_date(
-    host: HostConfig,
-    channel: str,
-    subdir: str,
-    state: SubdirState,
-    change: tuple[str, dict | None] | None,
-    editor: repodata.SubdirIndex,
+    owner: SubdirIndex, state: SubdirState, change: tuple[str, dict | None] | None
 ) -> str:
-    """Index `subdir` after `change` (filename, record or None for removed); returns how."""
-    channel_dir = host.channels_root / channel
-    subdir_dir = channel_dir / subdir
-    if state.fresh and change is None:
-        return ""
-    if state.fresh and _edits_in_place(host):
-        filename, record = change
-        rows = dict(state.rows)
-        if record is None:
-            rows.pop(filename, None)
-        else:
-            placed = (subdir_dir / filename).stat()
-            rows[filename] = (placed.st_size, placed.st_mtime_ns, placed.st_ino, placed.st_ctime_ns)
-        try:
-            editor.update(subdir_dir, filename, record)
-        except repodata.RepodataUnusable:
-            pass
-        else:
-            record_fingerprint(host.state_dir, channel, subdir, rows)
-            return "incremental"
-    # As condaport-index run does: the fingerprint taken before indexing is recorded after.
-    before = package_rows(subdir_dir)
+    """Index the subdir after `change` (filename, record or None for removed); returns how."""
+    if change is None:
+        if state.fresh:
+            return ""
+        owner.rebuild()
+        return "full"
+    filename, record = change
     try:
-        _index_fully(host, channel, subdir, before)
+        return owner.change({filename: record}, state.rows, state.fresh)
     except IndexFailed as exc:
-        if change is None or change[1] is None:
+        if record is None:
             raise
         # The file just placed is what the index could not read: it leaves the served
         # tree, the subdir is indexed without it, and the uploader is told why (422).
-        quarantine(channel_dir, subdir, change[0], str(exc))
-        _index_fully(host, channel, subdir, package_rows(subdir_dir))
+        owner.files.quarantine(owner.subdir, filename, str(exc))
+        owner.rebuild()
         raise Rejected(
             f"the indexer could not read the package, so it was not published: {exc}"
         ) from None
-    return "full"
 
 
-def _index_fully(host: HostConfig, channel: str, subdir: str, rows: Rows) -> None:
-    """Index the subdir in a child process as `condaport-index run` would (every record
-    read again when a file was replaced under a name), then record `rows`."""
-    force = replaced_since_indexed(host.state_dir, channel, subdir, rows)
-    channel_dir = host.channels_root / channel
-    index_subdir_apart(channel_dir, subdir, host.index_backend, host.conda_python, force=force)
-    record_fingerprint(host.state_dir, channel, subdir, rows)
-
-
-def _catch_up(host: HostConfig, channel: str, subdir: str) -> SubdirState | None:
+def _catch_up(owner: SubdirIndex) -> SubdirState | None:
     """Index the subdir fully as it is, before the upload enters it; None if that failed.
 
     rattler's full index reads each package it has not indexed yet whole into memory
@@ -164,12 +119,11 @@ def _catch_up(host: HostConfig, channel: str, subdir: str) -> SubdirState | None
     the upload, which then enters by the in-place edit (streamed); and it runs in a child
     process (about 90 MB even for an empty subdir), so the service stays small.
     """
-    before = package_rows(host.channels_root / channel / subdir)
     try:
-        _index_fully(host, channel, subdir, before)
+        owner.rebuild()
     except IndexFailed:
         return None  # indexed after placing instead, as before: errors surface there
-    return SubdirState.read(host, channel, subdir)
+    return SubdirState.read(owner)
 
 
 def accept(
@@ -182,7 +136,7 @@ def accept(
     overwrite: bool,
     guard: ChannelGuard,
     lock_timeout: float,
-    editor: repodata.SubdirIndex,
+    indexes: Indexes,
     validating: AbstractContextManager[object] | None = None,
     uploader_without_delete_right: str | None = None,
 ) -> Result:
@@ -206,18 +160,19 @@ def accept(
             f"the package says its subdir is {info.subdir!r}, but it was sent to {url_subdir!r}"
         )
     channel_dir = host.channels_root / channel.name
-    subdir_dir = channel_dir / info.subdir
-    if not subdir_dir.is_dir():
+    if not (channel_dir / info.subdir).is_dir():
         raise WrongSubdir(f"subdir {info.subdir!r} does not exist in channel {channel.name!r}")
+    owner = indexes.of(channel_dir, info.subdir)
+    files = owner.files
     with guard.hold(host.state_dir, channel.name, lock_timeout):
-        sweep_partials(channel_dir)
-        state = SubdirState.read(host, channel.name, info.subdir)
+        files.sweep_partials()
+        state = SubdirState.read(owner)
         caught_up = ""
-        if _edits_in_place(host) and not (state.fresh and editor.usable(subdir_dir)):
-            fresh = _catch_up(host, channel.name, info.subdir)
+        if owner.backend.edits_in_place and not (state.fresh and owner.editable()):
+            fresh = _catch_up(owner)
             if fresh is not None:
                 state, caught_up = fresh, "full"
-        current = existing_file(channel_dir, info.filename)
+        current = files.find(info.filename)
         if current is not None:
             same = (
                 current.parent.name == info.subdir
@@ -225,17 +180,16 @@ def accept(
                 and sha256_of(current) == info.sha256
             )
             if same:
-                how = _bring_index_up_to_date(host, channel.name, info.subdir, state, None, editor)
-                how = caught_up or how
-                return Result("unchanged", info.subdir, info.filename, info.sha256, info.size, how)
+                how = _bring_index_up_to_date(owner, state, None)
+                return Result(
+                    "unchanged", info.subdir, info.filename, info.sha256, info.size, caught_up or how
+                )
             if not (overwrite and current.parent.name == info.subdir):
                 where = f"{current.parent.name}/{current.name}"
                 raise Conflict(f"{where} is already in the channel with different content")
-        move_into_place(staged, subdir_dir / info.filename)
-        how = _bring_index_up_to_date(
-            host, channel.name, info.subdir, state, (info.filename, record), editor
-        )
-        how = caught_up or how
+        files.place(staged, info.subdir, info.filename)
+        how = _bring_index_up_to_date(owner, state, (info.filename, record))
+        how = caught_up or how  # the catch-up index is what the upload cost
         record_placement(
             host.state_dir,
             channel.name,
@@ -254,16 +208,15 @@ def remove(
     *,
     guard: ChannelGuard,
     lock_timeout: float,
-    editor: repodata.SubdirIndex,
+    indexes: Indexes,
 ) -> Result:
     """Delete one package file and drop it from the index; raises Missing or LockTimeout."""
-    subdir_dir = host.channels_root / channel.name / subdir
+    owner = indexes.of(host.channels_root / channel.name, subdir)
     with guard.hold(host.state_dir, channel.name, lock_timeout):
-        target = subdir_dir / filename
-        if not target.is_file():
+        if not (owner.folder / filename).is_file():
             raise Missing(f"{subdir}/{filename} is not in channel {channel.name!r}")
-        state = SubdirState.read(host, channel.name, subdir)
-        target.unlink()
-        how = _bring_index_up_to_date(host, channel.name, subdir, state, (filename, None), editor)
+        state = SubdirState.read(owner)
+        owner.files.delete(subdir, filename)
+        how = _bring_index_up_to_date(owner, state, (filename, None))
         forget_files(host.state_dir, channel.name, [f"{subdir}/{filename}"])
     return Result("deleted", subdir, filename, indexed=how)

@@ -9,26 +9,22 @@ condaport.batch) does a whole playbook run in one process: unpack, place, prune,
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO
 
+from condaport.channel_files import ChannelFiles
 from condaport.locking import channel_lock
 from condaport.packages import (
     Limits,
     PackageInfo,
     Rejected,
     inspect_package,
-    is_package_name,
     sha256_of,
     split_name,
 )
 from condaport.provenance import forget_files, placed_by_uploaders, record_placement
+from condaport.subdir_index import listed_records
 
 
 @dataclass
@@ -47,20 +43,6 @@ class Outcome:
         }
 
 
-def _repodata_hashes(subdir_dir: Path) -> dict[str, tuple[int, str]]:
-    """filename -> (size, sha256) as the subdir's repodata.json records them."""
-    try:
-        repodata = json.loads((subdir_dir / "repodata.json").read_text())
-    except (OSError, ValueError):
-        return {}
-    known = {}
-    for key in ("packages", "packages.conda"):
-        for filename, record in (repodata.get(key) or {}).items():
-            if record.get("sha256") and record.get("size") is not None:
-                known[filename] = (int(record["size"]), record["sha256"])
-    return known
-
-
 def inventory(channels_root: Path, channel: str) -> dict[str, dict]:
     """Every package file in the channel with its subdir, size and sha256.
 
@@ -70,57 +52,28 @@ def inventory(channels_root: Path, channel: str) -> dict[str, dict]:
     channel_dir = channels_root / channel
     if not channel_dir.is_dir():
         raise FileNotFoundError(f"channel {channel!r} does not exist under {channels_root}")
+    files = ChannelFiles(channel_dir)
     packages: dict[str, dict] = {}
-    for subdir_dir in sorted(p for p in channel_dir.iterdir() if p.is_dir()):
-        if subdir_dir.name.startswith("."):
-            continue
-        known = _repodata_hashes(subdir_dir)
-        for entry in sorted(subdir_dir.iterdir()):
-            if entry.name.startswith(".") or not entry.is_file():
-                continue
-            try:
-                split_name(entry.name)
-            except Rejected:
-                continue
+    for subdir in files.subdirs():
+        known = listed_records(files.subdir_dir(subdir))
+        for entry in sorted(files.package_files(subdir)):
             size = entry.stat().st_size
-            recorded = known.get(entry.name)
-            sha = recorded[1] if recorded and recorded[0] == size else sha256_of(entry)
-            packages[entry.name] = {"subdir": subdir_dir.name, "sha256": sha, "size": size}
+            recorded = known.get(entry.name) or {}
+            same_size = recorded.get("size") == size and isinstance(recorded.get("sha256"), str)
+            sha = recorded["sha256"] if same_size else sha256_of(entry)
+            packages[entry.name] = {"subdir": subdir, "sha256": sha, "size": size}
     return packages
 
 
-def sweep_partials(channel_dir: Path) -> list[Path]:
-    """Remove half-written files a killed writer left; call only while holding the lock.
-
-    With the lock held no placement is under way, so every `.partial` file is garbage.
-    They are never served (dot files) nor indexed, but they waste disk.
+def _records(files: ChannelFiles, subdir: str) -> dict[str, dict]:
+    """filename -> name and version of every package in the subdir (from its index, else
+    from the file). A file whose record cannot be read is left out: retention never
+    deletes what it cannot place in the version order (the indexer quarantines such files).
     """
-    swept = []
-    with os.scandir(channel_dir) as subdirs:
-        folders = [Path(e.path) for e in subdirs if e.is_dir(follow_symlinks=False)]
-    for folder in folders:
-        for partial in folder.glob(".*.partial"):
-            partial.unlink(missing_ok=True)
-            swept.append(partial)
-    return swept
-
-
-def _records(subdir_dir: Path) -> dict[str, dict]:
-    """filename -> index.json of every package in the subdir (repodata first, else the file).
-
-    A file whose record cannot be read is left out: retention never deletes what it
-    cannot place in the version order (the indexer quarantines such files).
-    """
-    try:
-        repodata = json.loads((subdir_dir / "repodata.json").read_text())
-    except (OSError, ValueError):
-        repodata = {}
-    indexed = {**(repodata.get("packages") or {}), **(repodata.get("packages.conda") or {})}
+    indexed = listed_records(files.subdir_dir(subdir))
     records = {}
-    for entry in subdir_dir.iterdir():
-        if entry.name.startswith(".") or not is_package_name(entry.name):
-            continue
-        if isinstance(indexed.get(entry.name), dict):
+    for entry in files.package_files(subdir):
+        if entry.name in indexed:
             records[entry.name] = indexed[entry.name]
             continue
         from rattler.package import IndexJson
@@ -172,82 +125,31 @@ def prune(
     for name in remove:
         split_name(name)  # a path trick in a removal request is refused outright
     removed: list[str] = []
+    files = ChannelFiles(channel_dir)
     with channel_lock(state_dir, channel):
-        sweep_partials(channel_dir)
+        files.sweep_partials()
         wanted = set(remove)
         for name in remove:
-            current = existing_file(channel_dir, name)
-            if current is not None:
-                current.unlink()
+            current = files.find(name)
+            if current is not None and files.delete(current.parent.name, name):
                 removed.append(f"{current.parent.name}/{name}")
                 wanted.discard(name)
         if keep_versions > 0:
             # Only files maintainers placed count: see condaport.provenance.
             uploaded = placed_by_uploaders(state_dir, channel)
-            for subdir_dir in sorted(p for p in channel_dir.iterdir() if p.is_dir()):
-                if subdir_dir.name.startswith(".") or subdir_dir.is_symlink():
+            for subdir in files.subdirs():
+                if files.subdir_dir(subdir).is_symlink():
                     continue
                 records = {
                     name: record
-                    for name, record in _records(subdir_dir).items()
-                    if f"{subdir_dir.name}/{name}" not in uploaded
+                    for name, record in _records(files, subdir).items()
+                    if f"{subdir}/{name}" not in uploaded
                 }
                 for filename in _older_versions(records, keep_versions):
-                    (subdir_dir / filename).unlink()
-                    removed.append(f"{subdir_dir.name}/{filename}")
+                    files.delete(subdir, filename)
+                    removed.append(f"{subdir}/{filename}")
         forget_files(state_dir, channel, removed)
     return {"removed": sorted(removed), "not_found": sorted(wanted)}
-
-
-def existing_file(channel_dir: Path, filename: str) -> Path | None:
-    """Where a file of this name already lives in the channel, whatever its subdir."""
-    for subdir_dir in channel_dir.iterdir():
-        candidate = subdir_dir / filename
-        if not subdir_dir.name.startswith(".") and candidate.is_file():
-            return candidate
-    return None
-
-
-def move_into_place(source: Path, target: Path) -> None:
-    """Atomic for readers: the final name appears whole, with mode 0644, or not at all.
-
-    The mode is set on an open descriptor before the rename, never on a name afterwards:
-    nothing can be swapped in between. Across file systems the copy goes to a temp file
-    of a fresh, unguessable name (mkstemp) beside the target.
-    """
-    try:
-        descriptor = os.open(source, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError as exc:
-        raise OSError(exc.errno, f"cannot open staged {source.name}: {exc.strerror}") from None
-    with os.fdopen(descriptor, "rb") as reader:
-        os.fchmod(reader.fileno(), 0o644)
-        try:
-            os.rename(source, target)
-        except OSError as exc:
-            if exc.errno != errno.EXDEV:
-                raise
-            _copy_into_place(reader, source, target)
-    directory = os.open(target.parent, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
-
-
-def _copy_into_place(reader: BinaryIO, source: Path, target: Path) -> None:
-    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".partial")
-    partial = Path(name)
-    try:
-        with os.fdopen(fd, "wb") as writer:
-            shutil.copyfileobj(reader, writer, 1 << 20)
-            writer.flush()
-            os.fchmod(writer.fileno(), 0o644)
-            os.fsync(writer.fileno())
-        os.replace(partial, target)
-    except BaseException:
-        partial.unlink(missing_ok=True)  # a full disk must not leave half a package behind
-        raise
-    source.unlink()
 
 
 @dataclass
@@ -299,11 +201,12 @@ def place_validated(
 ) -> Outcome:
     """Rename the accepted files into their subdirs; the caller holds the channel lock."""
     outcome = Outcome(rejected=list(checked.rejected))
-    sweep_partials(channel_dir)
+    files = ChannelFiles(channel_dir)
+    files.sweep_partials()
     # Decided under the lock: another publisher may have placed the same name meanwhile.
     to_place: list[tuple[Path, PackageInfo, bool]] = []
     for path, info in checked.accepted:
-        current = existing_file(channel_dir, info.filename)
+        current = files.find(info.filename)
         if current is None:
             to_place.append((path, info, False))
         elif current.parent.name == info.subdir and sha256_of(current) == info.sha256:
@@ -323,7 +226,7 @@ def place_validated(
         return outcome
     for path, info, replacing in to_place:
         try:
-            move_into_place(path, channel_dir / info.subdir / info.filename)
+            files.place(path, info.subdir, info.filename)
         except OSError as exc:
             raise OSError(
                 exc.errno, f"placing {info.subdir}/{info.filename} failed: {exc.strerror}"

@@ -1,11 +1,11 @@
-"""Add or remove one package in a subdir's repodata without re-reading every archive.
+"""The repodata format: the record rattler's index writes for a package, and a subdir's
+repodata.json held as a `Document` that one record at a time can be changed in.
 
 A full index of a 10,000-package subdir opens every archive and takes seconds; an upload
-changes one file. These functions edit the existing repodata.json instead, writing the
-record rattler's index would write for that file (`package_record`; a unit test compares
-the two), and replace repodata.json and repodata.json.zst by temp file and rename, like
-the indexer. Callers hold the channel lock and fall back to a full index when the subdir's
-repodata is missing, unreadable or stale (condaport.index).
+changes one file. The subdir's index owner (condaport.subdir_index) edits its Document
+instead, with the record rattler's index would write for that file (`package_record`; a
+unit test compares the two), and writes repodata.json and repodata.json.zst by temp file
+and rename (`write_bytes`), like the indexer.
 """
 
 from __future__ import annotations
@@ -170,14 +170,54 @@ def _member(name: str, record: object) -> str:
 
 
 @dataclass
-class _Parsed:
+class Document:
+    """A subdir's repodata held for editing: an update re-encodes one record, not ten
+    thousand. `signature` names the repodata.json it was read from or written to."""
+
     signature: tuple[int, int, int]
     # Everything but the package sections, and each record already encoded as its
-    # `"name":{...}` member: an update re-encodes one record, not ten thousand.
+    # `"name":{...}` member.
     top: dict
     encoded: dict[str, dict[str, str]]
     # The same records by package name, for the shards: name -> section -> file -> record.
     names: dict[str, dict[str, dict[str, dict]]]
+
+    @classmethod
+    def load(cls, subdir_dir: Path) -> Document:
+        """The subdir's repodata.json, or RepodataUnusable when it cannot be edited."""
+        path = subdir_dir / REPODATA
+        try:
+            signature = signature_of(path)
+        except FileNotFoundError:
+            raise RepodataUnusable(f"{subdir_dir.name} has no {REPODATA}") from None
+        data = read(subdir_dir)
+        encoded = {
+            section: {name: _member(name, record) for name, record in data.get(section, {}).items()}
+            for section in _SECTIONS.values()
+        }
+        top = {k: v for k, v in data.items() if k not in encoded}
+        return cls(signature, top, encoded, shards.by_name(data))
+
+    def record(self, filename: str) -> dict | None:
+        member = self.encoded.get(section_for(filename), {}).get(filename)
+        if member is None:
+            return None
+        decoder = json.JSONDecoder()
+        _, end = decoder.raw_decode(member)
+        record, _ = decoder.raw_decode(member, end + 1)
+        return record if isinstance(record, dict) else None
+
+    def filenames(self) -> list[str]:
+        return sorted(name for members in self.encoded.values() for name in members)
+
+    def records(self) -> dict[str, dict]:
+        """filename -> record of every package listed."""
+        return {
+            filename: record
+            for sections in self.names.values()
+            for records in sections.values()
+            for filename, record in records.items()
+        }
 
     def set(self, filename: str, record: dict | None) -> set[str]:
         """Set (None: drop) one file's record; returns the package names it touched."""
@@ -200,6 +240,12 @@ class _Parsed:
             touched.add(name)
         return touched
 
+    def set_top(self, key: str, value: object) -> None:
+        """Set a top-level entry other than a package section (`removed`, ...)."""
+        if key in self.encoded:
+            raise ValueError(f"{key} is a package section")
+        self.top[key] = value
+
     def render(self) -> bytes:
         parts = []
         for key in sorted({*self.top, *self.encoded}):
@@ -212,68 +258,10 @@ class _Parsed:
         return ("{" + ",".join(parts) + "}").encode()
 
 
-def _signature(path: Path) -> tuple[int, int, int]:
+def signature_of(path: Path) -> tuple[int, int, int]:
+    """What tells one repodata.json from the next: inode, size, mtime."""
     info = path.stat()
     return (info.st_ino, info.st_size, info.st_mtime_ns)
-
-
-class SubdirIndex:
-    """Edits subdirs' repodata in place, keeping what it last read or wrote in memory.
-
-    The memory is trusted only while repodata.json on disk is the very file it describes
-    (same inode, size and mtime): anything another writer (an index run) put there is read
-    afresh. The caller holds the channel lock.
-    """
-
-    def __init__(self) -> None:
-        self._parsed: dict[Path, _Parsed] = {}
-
-    def _load(self, subdir_dir: Path) -> _Parsed:
-        path = subdir_dir / REPODATA
-        try:
-            signature = _signature(path)
-        except FileNotFoundError:
-            raise RepodataUnusable(f"{subdir_dir.name} has no {REPODATA}") from None
-        cached = self._parsed.get(subdir_dir)
-        if cached is not None and cached.signature == signature:
-            return cached
-        data = read(subdir_dir)
-        encoded = {
-            section: {name: _member(name, record) for name, record in data.get(section, {}).items()}
-            for section in _SECTIONS.values()
-        }
-        top = {k: v for k, v in data.items() if k not in encoded}
-        parsed = _Parsed(signature, top, encoded, shards.by_name(data))
-        self._parsed[subdir_dir] = parsed
-        return parsed
-
-    def usable(self, subdir_dir: Path) -> bool:
-        """Whether `update` can edit the subdir's repodata (read once, then kept)."""
-        try:
-            self._load(subdir_dir)
-        except RepodataUnusable:
-            return False
-        return True
-
-    def update(self, subdir_dir: Path, filename: str, record: dict | None) -> None:
-        """Set `filename` to `record` (None: remove it); see `update_many`."""
-        self.update_many(subdir_dir, {filename: record})
-
-    def update_many(self, subdir_dir: Path, changes: dict[str, dict | None]) -> None:
-        """Set each file's record (None: remove it), then write repodata.json and .zst once,
-        and the changed names' shards and the shard index."""
-        parsed = self._load(subdir_dir)
-        touched: set[str] = set()
-        for filename, record in changes.items():
-            touched |= parsed.set(filename, record)
-        try:
-            write_bytes(subdir_dir, parsed.render())
-            shards.sync(subdir_dir, parsed.names, touched)
-        except BaseException:
-            self._parsed.pop(subdir_dir, None)
-            raise
-        parsed.signature = _signature(subdir_dir / REPODATA)
-        self._parsed[subdir_dir] = parsed
 
 
 def decode_compressed(data: bytes) -> dict:

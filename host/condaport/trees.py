@@ -22,9 +22,10 @@ from pathlib import Path
 from condaport.account import AccountError, become_writer
 from condaport.cli import exit_now
 from condaport.config import CHANNEL_NAME, ConfigError, HostConfig, host_options, resolve
-from condaport.index import IndexFailed, fingerprint_file, forget
+from condaport.index_backends import IndexFailed
 from condaport.locking import lock_path
 from condaport.packages import SUBDIR
+from condaport.subdir_index import fingerprint_file, forget
 
 FOLDER_MODE = 0o755  # NGINX reads the channel trees
 PRIVATE_MODE = 0o700  # state: only the writer

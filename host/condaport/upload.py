@@ -52,13 +52,14 @@ from urllib.parse import parse_qs, quote, unquote, urlsplit
 from condaport.browse import write_channel_page
 from condaport.config import CHANNEL_NAME, DEFAULT_PATH, ConfigError, HostConfig, config_path
 from condaport.config import load as load_config
+from condaport.index_backends import backend_named
 from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
 from condaport.locking import LockTimeout
 from condaport.packages import Rejected, split_name
-from condaport.repodata import SubdirIndex
 from condaport.rights import DEFAULT_PATH as DEFAULT_SETTINGS
 from condaport.rights import IDENTITY, SettingsError, SettingsFile
 from condaport.service import listener_from_args
+from condaport.subdir_index import Indexes
 
 LOG = logging.getLogger("condaport-upload")
 IDENTITY_HEADER = "X-Condaport-Uploader"
@@ -184,7 +185,7 @@ class UploadService:
         self._host_signature = self._signature(self._config_path)
         self.settings = SettingsFile(settings)
         self.guard = ChannelGuard()
-        self.editor = SubdirIndex()
+        self._indexes: Indexes | None = None
         # Validation unpacks whole packages: at most this many at once.
         self.validating = threading.BoundedSemaphore(workers)
         self.pages = PageRefresher(self)
@@ -207,6 +208,21 @@ class UploadService:
             except ConfigError as exc:
                 LOG.error("keeping the previous host configuration: %s", exc)
         return self._host
+
+    def indexes(self) -> Indexes:
+        """The subdirs' index owners, each keeping its records between requests; made
+        anew when the host configuration names another state folder or backend."""
+        host = self.host()
+        current = self._indexes
+        if (
+            current is None
+            or current.state_dir != host.state_dir
+            or current.backend.name != host.index_backend
+            or current.backend.conda_python != host.conda_python
+        ):
+            backend = backend_named(host.index_backend, host.conda_python)
+            current = self._indexes = Indexes(host.state_dir, backend, in_child=True)
+        return current
 
     def staging_root(self) -> Path:
         host = self.host()
@@ -436,7 +452,7 @@ class UploadHandler(BaseHTTPRequestHandler):
                     target.filename,
                     guard=service.guard,
                     lock_timeout=settings.lock_timeout,
-                    editor=service.editor,
+                    indexes=service.indexes(),
                 )
             except Missing as exc:
                 raise Answer(404, str(exc), **described) from None
@@ -463,7 +479,7 @@ class UploadHandler(BaseHTTPRequestHandler):
                     overwrite=target.force and grant.overwrite,
                     guard=service.guard,
                     lock_timeout=settings.lock_timeout,
-                    editor=service.editor,
+                    indexes=service.indexes(),
                     validating=ValidationSlot(service.validating),
                     uploader_without_delete_right=None if grant.overwrite else self.identity,
                 )

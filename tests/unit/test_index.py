@@ -15,6 +15,9 @@ from pathlib import Path
 import pytest
 
 from condaport import index, repodata
+from condaport.channel_files import QUARANTINE
+from condaport.index_backends import RattlerBackend
+from condaport.subdir_index import SubdirIndex
 from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 
 SUBDIRS = ["linux-64", "noarch"]  # sorted, as the tool reports them
@@ -116,20 +119,20 @@ def test_a_failed_index_keeps_the_last_good_one_and_the_subdir_stale(
     before = (root / "main" / "noarch" / "repodata.json").read_bytes()
     build_tar_bz2(root / "main" / "noarch", "next")
 
-    def broken(channel_dir: Path, subdir: str, *_: object) -> None:
+    def broken(_: object, channel_dir: Path, subdir: str, *__: object) -> None:
         raise index.IndexFailed(f"rattler index of main/{subdir} failed: No space left on device")
 
     def disk_full(*_: object) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
 
     # Both ways an index run writes: the backend (full) and the in-place edit (a change).
-    monkeypatch.setattr(index, "_index_with_rattler", broken)
+    monkeypatch.setattr(RattlerBackend, "index", broken)
     monkeypatch.setattr(repodata, "write_bytes", disk_full)
     with pytest.raises(index.IndexFailed, match="No space left"):
         index.run(root, state, None)
     assert (root / "main" / "noarch" / "repodata.json").read_bytes() == before
     assert index.stale_subdirs(root, state, "main") == ["noarch"]
-    assert not (root / "main" / index.QUARANTINE).exists()  # nothing was to blame
+    assert not (root / "main" / QUARANTINE).exists()  # nothing was to blame
     monkeypatch.undo()
     index.run(root, state, None)
     assert index.stale_subdirs(root, state, "main") == []
@@ -181,7 +184,8 @@ def test_a_bad_file_the_screening_missed_is_found_when_the_index_fails(channel) 
     good = build_tar_bz2(noarch, "good")
     index.run(root, state, None)
     build_tar_bz2(noarch, "lax", index_overrides={"depends": ["foo >=>= 1"]})
-    index.record_fingerprint(state, "main", "noarch", index.package_rows(noarch))
+    owner = SubdirIndex.at(root / "main", "noarch", state)
+    owner.apply({}, owner.rows())  # the fingerprint of every file, the bad one included
     (noarch / "repodata.json").unlink()  # stale, with the bad file counted as seen
     moved: list[dict[str, str]] = []
     index.run(root, state, None, quarantined=moved)

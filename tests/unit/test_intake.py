@@ -7,9 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from condaport import index, intake, repodata
+from condaport import index, intake
+from condaport.channel_files import QUARANTINE
 from condaport.config import ChannelConfig, HostConfig
+from condaport.index_backends import CondaIndexBackend, IndexFailed, RattlerBackend
 from condaport.packages import Rejected
+from condaport.subdir_index import Indexes, SubdirIndex, render_with_backend
 from tests.support.pkgbuild import build_conda
 
 
@@ -22,16 +25,13 @@ def test_a_package_the_index_cannot_read_is_quarantined_and_refused(
     root, state = tmp_path / "channels", tmp_path / "state"
     subdir = root / "main" / "noarch"
     subdir.mkdir(parents=True)
-    real_index = index.index_subdir_apart
 
-    def backend_that_cannot_read_poison(
-        channel_dir: Path, name: str, backend: str, conda_python: str | None, **kwargs: bool
-    ) -> None:
-        if any(p.name.startswith("poison-") for p in (channel_dir / name).iterdir()):
-            raise index.IndexFailed("the backend cannot read poison-1.0-0.conda")
-        real_index(channel_dir, name, "rattler", None, **kwargs)
+    def backend_that_cannot_read_poison(owner: SubdirIndex, force: bool) -> None:
+        if any(p.name.startswith("poison-") for p in owner.folder.iterdir()):
+            raise IndexFailed("the backend cannot read poison-1.0-0.conda")
+        render_with_backend(owner.files.channel_dir, owner.subdir, RattlerBackend(), force)
 
-    monkeypatch.setattr(intake, "index_subdir_apart", backend_that_cannot_read_poison)
+    monkeypatch.setattr(SubdirIndex, "_rebuild_in_child", backend_that_cannot_read_poison)
     # A backend other than rattler's always indexes fully after placing.
     host = HostConfig(root, state, index_backend="conda-index", conda_python="python3")
     channel = ChannelConfig("main", ("noarch",))
@@ -41,7 +41,7 @@ def test_a_package_the_index_cannot_read_is_quarantined_and_refused(
         "overwrite": False,
         "guard": intake.ChannelGuard(),
         "lock_timeout": 5.0,
-        "editor": repodata.SubdirIndex(),
+        "indexes": Indexes(state, CondaIndexBackend("python3")),
     }
     fine = build_conda(tmp_path / "staged1", "fine")
     assert intake.accept(host, channel, fine, **arguments).status == "added"
@@ -49,7 +49,7 @@ def test_a_package_the_index_cannot_read_is_quarantined_and_refused(
     with pytest.raises(Rejected, match="cannot read poison"):
         intake.accept(host, channel, poison, **arguments)
     assert not (subdir / poison.name).exists()
-    assert (root / "main" / index.QUARANTINE / "noarch" / poison.name).is_file()
+    assert (root / "main" / QUARANTINE / "noarch" / poison.name).is_file()
     listed = json.loads((subdir / "repodata.json").read_text())["packages.conda"]
     assert sorted(listed) == ["fine-1.0-0.conda"]
     # The next upload to the subdir is not blocked by the one before.

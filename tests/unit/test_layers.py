@@ -1,9 +1,11 @@
 """The host package's modules form layers that import only downward, with no private name
 taken from another module: entry points (the commands and services) -> operations (one
-upload, one playbook publish) -> owners (a subdir's index, a channel's package files) ->
+upload, one playbook publish) -> channel steps (index runs, placing and pruning) -> the
+owner of a subdir's index -> the owner of a channel's package files and the indexers ->
 what they own (the repodata, the page, who placed a file) -> settings (the host
 configuration, upload rights) -> formats (package archives, shards) -> primitives.
-A new module must be placed here; an arrow back up or a cycle fails."""
+A new module must be placed here; an arrow back up or a cycle fails. Only the subdir's
+index owner writes index files: no one else imports the writers of repodata or shards."""
 
 from __future__ import annotations
 
@@ -15,7 +17,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "host" / "condaport"
 LAYERS = {
     "entry points": {"upload", "index_command", "publish_command", "trees", "verifier"},
     "operations": {"intake", "batch"},
-    "owners": {"index", "publish"},
+    "channel steps": {"index", "publish"},
+    "subdir index owner": {"subdir_index"},
+    "package files owner": {"channel_files", "index_backends"},
     "owned": {"repodata", "browse", "provenance"},
     "settings": {"config", "rights"},
     "formats": {"packages", "shards"},
@@ -74,3 +78,29 @@ def test_no_private_name_crosses_a_module() -> None:
 
 def _layer(module: str) -> str:
     return next(name for name, members in LAYERS.items() if module in members)
+
+
+# What renders index files, and the one module allowed to call it.
+INDEX_WRITERS = {"repodata": {"write_bytes", "Document"}, "shards": {"sync", "store_shard"}}
+
+
+def test_only_the_subdir_index_owner_writes_index_files() -> None:
+    writers = []
+    for path in _modules():
+        if path.stem in ("subdir_index", *INDEX_WRITERS):
+            continue
+        tree = ast.parse(path.read_text())
+        imported = {m for m, _ in _imports(path)}
+        for node in ast.walk(tree):
+            if (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id in imported
+                and node.attr in INDEX_WRITERS.get(node.value.id, set())
+            ):
+                writers.append(f"{path.stem} calls {node.value.id}.{node.attr}")
+        for module, names in _imports(path):
+            for name in names:
+                if name in INDEX_WRITERS.get(module, set()):
+                    writers.append(f"{path.stem} imports {name} from {module}")
+    assert writers == []

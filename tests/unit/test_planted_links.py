@@ -12,6 +12,8 @@ from pathlib import Path
 import pytest
 
 from condaport import batch, index, locking, publish
+from condaport.channel_files import QUARANTINE, ChannelFiles, NotAFolder, move_into_place
+from condaport.subdir_index import SubdirIndex, rows_digest
 from tests.support.pkgbuild import build_conda
 
 
@@ -50,9 +52,13 @@ def test_fingerprints_are_written_by_fresh_temp_names(tmp_path: Path, canary: Pa
     # The fixed temp names earlier versions wrote through.
     for name in ("noarch.sha256", "noarch.files.json"):
         (folder / f".{name}.partial").symlink_to(canary)
-    index.record_fingerprint(state, "main", "noarch", {"x.conda": (1, 2, 3, 4)})
+    channel = tmp_path / "channels" / "main"
+    (channel / "noarch").mkdir(parents=True)
+    (channel / "noarch" / "repodata.json").write_text('{"packages": {}, "packages.conda": {}}')
+    owner = SubdirIndex.at(channel, "noarch", state)
+    owner.apply({}, {"x.conda": (1, 2, 3, 4)})
     assert _intact(canary)
-    assert (folder / "noarch.sha256").read_text().strip() == index.rows_digest(
+    assert (folder / "noarch.sha256").read_text().strip() == rows_digest(
         {"x.conda": (1, 2, 3, 4)}
     )
 
@@ -62,9 +68,9 @@ def test_a_planted_quarantine_link_is_refused(tmp_path: Path, canary: Path) -> N
     (channel / "noarch").mkdir(parents=True)
     broken = channel / "noarch" / "broken-1.0-0.conda"
     broken.write_bytes(b"not a package")
-    (channel / index.QUARANTINE).symlink_to(canary.parent, target_is_directory=True)
-    with pytest.raises(index.IndexFailed, match="not a folder"):
-        index.screen(channel, "noarch", [broken.name])
+    (channel / QUARANTINE).symlink_to(canary.parent, target_is_directory=True)
+    with pytest.raises(NotAFolder, match="not a folder"):
+        ChannelFiles(channel).screen("noarch", [broken.name])
     assert _intact(canary)
     assert broken.exists()  # nothing lost: it stays where it was
 
@@ -77,7 +83,7 @@ def test_placing_sets_the_mode_on_the_file_and_leaves_links_alone(
     staged = build_conda(tmp_path / "staging", "placed")
     staged.chmod(0o600)
     (subdir / f".{staged.name}.partial").symlink_to(canary)
-    publish.move_into_place(staged, subdir / staged.name)
+    move_into_place(staged, subdir / staged.name)
     assert (subdir / staged.name).stat().st_mode & 0o777 == 0o644
     assert _intact(canary)
 
@@ -120,7 +126,7 @@ def test_partials_are_swept_only_in_real_subdirs(tmp_path: Path, canary: Path) -
     channel.mkdir(parents=True)
     (canary.parent / ".kept.partial").write_text("outside\n")
     (channel / "noarch").symlink_to(canary.parent, target_is_directory=True)
-    publish.sweep_partials(channel)
+    ChannelFiles(channel).sweep_partials()
     assert (canary.parent / ".kept.partial").exists()
 
 
@@ -157,20 +163,16 @@ def test_a_publish_holds_the_channel_lock_from_placing_to_indexing(
 def test_a_catch_up_index_reads_a_replaced_file_again(tmp_path: Path) -> None:
     """A file replaced under its name (a publish with overwrite) while the subdir's index
     still lists the old record: the upload's catch-up must not keep the old sha256."""
-    from condaport import intake
-    from condaport.config import HostConfig
-
     root, state = tmp_path / "channels", tmp_path / "state"
     subdir = root / "main" / "noarch"
     subdir.mkdir(parents=True)
-    host = HostConfig(channels_root=root, state_dir=state)
     first = build_conda(tmp_path / "v1", "swapped")
     second = build_conda(tmp_path / "v2", "swapped", salt="other bytes")
-    publish.move_into_place(first, subdir / first.name)
+    move_into_place(first, subdir / first.name)
     index.run(root, state, None)
-    publish.move_into_place(second, subdir / second.name)
+    move_into_place(second, subdir / second.name)
     expected = publish.sha256_of(subdir / second.name)
-    assert intake._catch_up(host, "main", "noarch") is not None
+    SubdirIndex.at(root / "main", "noarch", state).rebuild()  # an upload's catch-up
     import json
 
     record = json.loads((subdir / "repodata.json").read_text())["packages.conda"][second.name]

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from condaport import index, intake, provenance, publish, repodata
+from condaport import index, intake, provenance, publish
 from condaport.config import ChannelConfig, HostConfig
+from condaport.index_backends import RattlerBackend
+from condaport.subdir_index import Indexes
 from tests.support.pkgbuild import build_conda
 
 
@@ -39,7 +41,7 @@ def test_an_uploads_higher_version_does_not_make_retention_delete_releases(
         overwrite=False,
         guard=intake.ChannelGuard(),
         lock_timeout=5.0,
-        editor=repodata.SubdirIndex(),
+        indexes=Indexes(state, RattlerBackend()),
         uploader_without_delete_right="user:alice",
     )
     assert provenance.placed_by_uploaders(state, "main") == {

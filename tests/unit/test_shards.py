@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from condaport import index, repodata, shards
+from condaport.subdir_index import SubdirIndex
 from tests.support.pkgbuild import build_conda, build_tar_bz2
 
 
@@ -53,7 +54,7 @@ def subdir(tmp_path: Path) -> Path:
 
 
 def test_a_full_index_writes_shards_equal_to_the_records(subdir: Path) -> None:
-    index.index_subdir(subdir.parent, "noarch", "rattler", None)
+    SubdirIndex.at(subdir.parent, "noarch", subdir.parents[2] / "state").rebuild()
     named = assert_shards_match_repodata(subdir)
     assert sorted(named) == ["alpha", "beta"]
     assert shards.decode((subdir / shards.SHARD_INDEX).read_bytes())["info"] == {
@@ -75,7 +76,7 @@ def test_our_shards_decode_as_rattlers_own(subdir: Path, tmp_path: Path) -> None
     shutil.copytree(subdir.parent, reference)
     asyncio.run(index_fs(reference, target_platform=Subdir("noarch"), write_shards=True))
     ours_dir = subdir
-    index.index_subdir(ours_dir.parent, "noarch", "rattler", None)
+    SubdirIndex.at(ours_dir.parent, "noarch", tmp_path / "state").rebuild()
     theirs = shards.read_index(reference / "noarch")
     ours = shards.read_index(ours_dir)
     assert theirs is not None and ours is not None
@@ -93,23 +94,23 @@ def test_our_shards_decode_as_rattlers_own(subdir: Path, tmp_path: Path) -> None
 
 
 def test_in_place_edits_rewrite_only_the_changed_name(subdir: Path, tmp_path: Path) -> None:
-    index.index_subdir(subdir.parent, "noarch", "rattler", None)
+    SubdirIndex.at(subdir.parent, "noarch", subdir.parents[2] / "state").rebuild()
     before = assert_shards_match_repodata(subdir)
     beta_shard = shards.shard_path(subdir, before["beta"])
     beta_written = beta_shard.stat().st_mtime_ns
-    editor = repodata.SubdirIndex()
+    owner = SubdirIndex.at(subdir.parent, "noarch", tmp_path / "state")
     added = build_conda(tmp_path / "new", "alpha", "3.0")
     shutil.copy(added, subdir / added.name)
     record = repodata.package_record(
         subdir / added.name, sha256="ab" * 32, md5="cd" * 16, size=added.stat().st_size
     )
-    editor.update(subdir, added.name, record)
+    owner.apply({added.name: record}, owner.rows())
     after = assert_shards_match_repodata(subdir)
     assert after["beta"] == before["beta"] and after["alpha"] != before["alpha"]
     assert beta_shard.stat().st_mtime_ns == beta_written
     # Removing the last file of a name drops it from the index.
     (subdir / "beta-1.0-0.tar.bz2").unlink()
-    editor.update(subdir, "beta-1.0-0.tar.bz2", None)
+    owner.apply({"beta-1.0-0.tar.bz2": None}, owner.rows())
     final = assert_shards_match_repodata(subdir)
     assert sorted(final) == ["alpha"]
     # The old shards stay for clients holding the older index, until the grace period.

@@ -18,6 +18,7 @@ import pytest
 
 from condaport import index, repodata
 from condaport.locking import channel_lock
+from condaport.subdir_index import SubdirIndex
 from condaport.upload import build_server
 from tests.support.pkgbuild import build_conda, build_tar_bz2
 
@@ -373,21 +374,21 @@ def test_unreadable_repodata_falls_back_to_a_full_index(host: Host, tmp_path: Pa
 
 
 def test_in_place_edits_write_the_json_a_full_encode_would(host: Host, tmp_path: Path) -> None:
-    editor = repodata.SubdirIndex()
     subdir = host.channel / "noarch"
+    owner = SubdirIndex.at(host.channel, "noarch", host.root / "state")
     package = build_conda(tmp_path, "edited")
     shutil.copy(package, subdir)
     record = repodata.package_record(package, sha256="ab" * 32, md5="cd" * 16, size=1)
-    editor.update(subdir, package.name, record)
-    editor.update(subdir, "other-1.0-0.tar.bz2", {"name": "other", "depends": ["ü"]})
+    owner.apply({package.name: record}, owner.rows())
+    owner.apply({"other-1.0-0.tar.bz2": {"name": "other", "depends": ["ü"]}}, owner.rows())
     written = (subdir / "repodata.json").read_bytes()
     parsed = json.loads(written)
     assert written == repodata.encode(parsed)
     assert parsed["packages.conda"][package.name] == record
     assert repodata.decode_compressed((subdir / "repodata.json.zst").read_bytes()) == parsed
-    # Another writer replaced the file: the editor reads it again instead of its memory.
+    # Another writer replaced the file: the owner reads it again instead of its memory.
     index.run(host.root / "channels", host.root / "state", None, force=True)
-    editor.update(subdir, "third-1.0-0.tar.bz2", {"name": "third"})
+    owner.apply({"third-1.0-0.tar.bz2": {"name": "third"}}, owner.rows())
     names = set(json.loads((subdir / "repodata.json").read_text())["packages"])
     assert names == {"third-1.0-0.tar.bz2"}
 

@@ -1,0 +1,390 @@
+"""The one owner of a subdir's index: its fingerprint, its records and every file rendered
+from them (repodata.json, repodata.json.zst, the shard index and the shards).
+
+A subdir is fresh when it has repodata and its package files (names, sizes, mtimes,
+inodes, ctimes) are those its index was last built from; the fingerprint is recorded only
+after a successful index, so a run that dies midway is simply repeated by the next one.
+
+Changes come two ways. `apply` edits the records of the files that changed, in the
+Document kept in memory while repodata.json on disk is the file it describes, and
+rewrites only what depends on them: the changed names' shards, the shard index, and the
+monolithic files. `rebuild` has the backend index the whole subdir, then renders the
+shards of the names whose records changed. `refresh` picks one of the two for whatever
+the files are now (the index handler's path). Callers hold the channel lock.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+from condaport import repodata, shards
+from condaport.channel_files import ChannelFiles, NotAFolder, Rows, package_rows
+from condaport.config import CHANNEL_NAME
+from condaport.files import dated_after_their_predecessors, replace_atomically
+from condaport.index_backends import Backend, IndexFailed, RattlerBackend
+from condaport.packages import SUFFIXES, Rejected
+
+Changes = Mapping[str, dict | None]  # filename -> its record, None: gone
+
+
+def rows_digest(rows: Rows) -> str:
+    digest = hashlib.sha256()
+    for name in sorted(rows):
+        digest.update((name + "".join(f"\t{v}" for v in rows[name]) + "\n").encode())
+    return digest.hexdigest()
+
+
+def fingerprint(subdir_dir: Path) -> str:
+    """Hash of the package files' names, sizes, mtimes, inodes and ctimes: changes on any write."""
+    return rows_digest(package_rows(subdir_dir))
+
+
+def state_folder(state_dir: Path, channel: str) -> Path:
+    """Where a channel's index state lives (one file pair per subdir)."""
+    return state_dir / "fingerprints" / channel
+
+
+def fingerprint_file(state_dir: Path, channel: str, subdir: str) -> Path:
+    return state_folder(state_dir, channel) / f"{subdir}.sha256"
+
+
+def _rows_file(state_dir: Path, channel: str, subdir: str) -> Path:
+    return state_folder(state_dir, channel) / f"{subdir}.files.json"
+
+
+def digests(path: Path) -> tuple[str, str, int]:
+    """sha256, md5 and size of a file, in one read."""
+    sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            sha256.update(block)
+            md5.update(block)
+            size += len(block)
+    return sha256.hexdigest(), md5.hexdigest(), size
+
+
+def index_files(channel_dir: Path, subdir: str) -> list[Path]:
+    """What an index backend may rewrite: the subdir's files that are not packages (nor
+    dot files), and the channel's channeldata.json."""
+    subdir_files = [
+        path
+        for path in (channel_dir / subdir).glob("*")
+        if path.is_file() and not path.name.startswith(".") and not path.name.endswith(SUFFIXES)
+    ]
+    return [*sorted(subdir_files), channel_dir / "channeldata.json"]
+
+
+def render_with_backend(channel_dir: Path, subdir: str, backend: Backend, force: bool) -> None:
+    """The backend indexes the subdir, then the shards of the names whose records changed
+    are rendered from what it wrote. Used by `SubdirIndex.rebuild`, in this process or in
+    the child `condaport-index subdir` that services start."""
+    subdir_dir = channel_dir / subdir
+    try:
+        before = repodata.read(subdir_dir)
+    except repodata.RepodataUnusable:
+        before = None
+    with dated_after_their_predecessors(index_files(channel_dir, subdir)):
+        backend.index(channel_dir, subdir, force)
+    try:
+        written = repodata.read(subdir_dir)
+    except repodata.RepodataUnusable as exc:
+        raise IndexFailed(f"{backend.name} wrote no usable repodata: {exc}") from None
+    changed = shards.changed_names(before, written)
+    shards.sync(subdir_dir, shards.by_name(written), changed)
+
+
+def listed_records(subdir_dir: Path) -> dict[str, dict]:
+    """filename -> record of every package a subdir's index lists ({} without repodata),
+    for readers outside the channel lock."""
+    try:
+        return repodata.Document.load(subdir_dir).records()
+    except repodata.RepodataUnusable:
+        return {}
+
+
+class SubdirIndex:
+    """The index of one subdir of one channel."""
+
+    def __init__(
+        self,
+        files: ChannelFiles,
+        subdir: str,
+        state_dir: Path,
+        backend: Backend,
+        *,
+        in_child: bool = False,
+    ) -> None:
+        self.files = files
+        self.subdir = subdir
+        self.state_dir = state_dir
+        self.backend = backend
+        # Long-running services index in a short-lived child process: rattler's full index
+        # costs about 90 MB however small the subdir, plus every package it has not indexed
+        # yet read whole into memory; a child returns all of it when it exits.
+        self.in_child = in_child
+        self._document: repodata.Document | None = None
+
+    @classmethod
+    def at(
+        cls,
+        channel_dir: Path,
+        subdir: str,
+        state_dir: Path,
+        backend: Backend | None = None,
+        *,
+        in_child: bool = False,
+    ) -> SubdirIndex:
+        """The owner of `channel_dir/subdir` (rattler's index unless told otherwise)."""
+        files = ChannelFiles(channel_dir)
+        return cls(files, subdir, state_dir, backend or RattlerBackend(), in_child=in_child)
+
+    @property
+    def channel(self) -> str:
+        return self.files.name
+
+    @property
+    def folder(self) -> Path:
+        return self.files.subdir_dir(self.subdir)
+
+    # -- what the index was built from -----------------------------------------------------
+
+    def rows(self) -> Rows:
+        return self.files.rows(self.subdir)
+
+    def recorded_rows(self) -> Rows | None:
+        """The files the last successful index saw, or None when unknown (first run,
+        upgrade)."""
+        try:
+            data = json.loads(_rows_file(self.state_dir, self.channel, self.subdir).read_text())
+            return {name: tuple(int(v) for v in row) for name, row in data.items()}  # type: ignore[misc]
+        except (OSError, ValueError, TypeError, AttributeError):
+            return None
+
+    def is_fresh(self, rows: Rows | None = None) -> bool:
+        """The one definition of an up-to-date subdir: it has repodata, and its package
+        files (`rows`, read now when not given) are those its index was last built from."""
+        if not (self.folder / repodata.REPODATA).is_file():
+            return False
+        try:
+            recorded = fingerprint_file(self.state_dir, self.channel, self.subdir).read_text()
+        except OSError:
+            return False
+        return recorded.strip() == rows_digest(self.rows() if rows is None else rows)
+
+    def _record_fingerprint(self, rows: Rows) -> None:
+        target = fingerprint_file(self.state_dir, self.channel, self.subdir)
+        target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # The rows first: the fingerprint is what marks the subdir as done.
+        rows_json = json.dumps({k: list(v) for k, v in rows.items()})
+        # Not fsynced: a fingerprint lost in a crash only makes the next run index again.
+        replace_atomically(
+            _rows_file(self.state_dir, self.channel, self.subdir), rows_json.encode(), durable=False
+        )
+        replace_atomically(target, (rows_digest(rows) + "\n").encode(), durable=False)
+
+    def replaced_since_indexed(self, rows: Rows) -> bool:
+        """Whether a file the last index saw under a name is now another file of that name
+        (or whether that is unknown): the index must then read every record again, since
+        the backends keep the record of a name they already list."""
+        previous = self.recorded_rows()
+        return previous is None or any(n in previous and previous[n] != r for n, r in rows.items())
+
+    # -- reading the records ---------------------------------------------------------------
+
+    def document(self) -> repodata.Document:
+        """The subdir's repodata, read again only when repodata.json is another file than
+        the one last read or written; RepodataUnusable when there is none usable."""
+        path = self.folder / repodata.REPODATA
+        try:
+            signature = repodata.signature_of(path)
+        except FileNotFoundError:
+            self._document = None
+            raise repodata.RepodataUnusable(f"{self.subdir} has no {repodata.REPODATA}") from None
+        if self._document is None or self._document.signature != signature:
+            self._document = repodata.Document.load(self.folder)
+        return self._document
+
+    def editable(self) -> bool:
+        """Whether `apply` can edit this subdir's records (its backend writes the records
+        condaport writes, and its repodata is readable)."""
+        if not self.backend.edits_in_place:
+            return False
+        try:
+            self.document()
+        except repodata.RepodataUnusable:
+            return False
+        return True
+
+    def records(self) -> dict[str, dict]:
+        """filename -> record of every package the index lists ({} without repodata)."""
+        try:
+            return self.document().records()
+        except repodata.RepodataUnusable:
+            return {}
+
+    # -- changing it -----------------------------------------------------------------------
+
+    def apply(self, changes: Changes, rows: Rows) -> None:
+        """Set each file's record (None: remove it), rewrite what depends on them, and
+        record `rows` (the files as they are now) as indexed. RepodataUnusable when there
+        is no repodata to edit; the caller then rebuilds."""
+        document = self.document()
+        touched: set[str] = set()
+        for filename, record in changes.items():
+            touched |= document.set(filename, record)
+        self._write(document, touched)
+        self._record_fingerprint(rows)
+
+    def _write(self, document: repodata.Document, touched: set[str]) -> None:
+        try:
+            repodata.write_bytes(self.folder, document.render())
+            shards.sync(self.folder, document.names, touched)
+        except BaseException:
+            self._document = None  # the files on disk may be the old or the new ones
+            raise
+        document.signature = repodata.signature_of(self.folder / repodata.REPODATA)
+        self._document = document
+
+    def change(self, changes: Changes, rows_before: Rows, fresh: bool) -> str:
+        """After the files in `changes` were placed or deleted: bring the index up to date,
+        by editing when the index matched `rows_before`, fully otherwise. Returns how
+        ("incremental" or "full")."""
+        if fresh and self.backend.edits_in_place:
+            rows = dict(rows_before)
+            for filename, record in changes.items():
+                if record is None:
+                    rows.pop(filename, None)
+                else:
+                    info = (self.folder / filename).stat()
+                    rows[filename] = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
+            try:
+                self.apply(changes, rows)
+            except repodata.RepodataUnusable:
+                pass
+            else:
+                return "incremental"
+        self.rebuild()
+        return "full"
+
+    def rebuild(self, *, force: bool = False) -> None:
+        """Index the subdir fully as its files are now, and record them as indexed; every
+        record is read again when a file was replaced under a name (or when forced)."""
+        rows = self.rows()  # taken before indexing: a later change stays stale
+        force = force or self.replaced_since_indexed(rows)
+        self._document = None
+        if self.in_child:
+            self._rebuild_in_child(force)
+        else:
+            render_with_backend(self.files.channel_dir, self.subdir, self.backend, force)
+        self._record_fingerprint(rows)
+
+    def _rebuild_in_child(self, force: bool) -> None:
+        argv = [sys.executable, "-m", "condaport.index_command", "subdir"]
+        argv += [str(self.files.channel_dir), self.subdir, "--backend", self.backend.name]
+        argv += ["--conda-python", self.backend.conda_python] if self.backend.conda_python else []
+        argv += ["--force"] if force else []
+        result = subprocess.run(argv, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            said = result.stderr.strip().splitlines()
+            reason = said[-1].removeprefix("condaport-index: ") if said else ""
+            raise IndexFailed(
+                reason or f"index of {self.channel}/{self.subdir} exited {result.returncode}"
+            )
+
+    def refresh(self, *, force: bool = False) -> list[dict[str, str]]:
+        """Bring the index up to date with the files as they are (the index handler's
+        path): files that changed since the last index are screened (unreadable ones go
+        to quarantine), then their records are edited in, or, when that cannot be, the
+        subdir is indexed fully. Returns what was quarantined."""
+        previous = self.recorded_rows()
+        rows = self.rows()
+        # Files the last successful index did not see as they are now; all of them when
+        # that is unknown (first run, or a host upgraded from a version without them).
+        changed = sorted(n for n, row in rows.items() if previous is None or previous.get(n) != row)
+        try:
+            quarantined = self.files.screen(self.subdir, changed)
+            if previous is not None and self.backend.edits_in_place and not force:
+                edited = self._edit_from(previous)
+                if edited is not None:
+                    return quarantined + edited
+            try:
+                self.rebuild(force=force)
+            except IndexFailed:
+                # Something the screening of changed files could not see (a file swapped
+                # in place by hand, keeping every stat): screen the rest, and retry once
+                # if that found it.
+                late = self.files.screen(self.subdir, sorted(set(rows) - set(changed)))
+                if not late:
+                    raise
+                quarantined += late
+                self.rebuild(force=True)
+        except NotAFolder as exc:
+            raise IndexFailed(str(exc)) from None
+        return quarantined
+
+    def _edit_from(self, previous: Rows) -> list[dict[str, str]] | None:
+        """Edit in the records of the files that changed since `previous`; None when there
+        is no repodata to edit. A file whose record cannot be built goes to quarantine."""
+        if not self.editable():
+            return None
+        rows = self.rows()
+        changes: dict[str, dict | None] = {name: None for name in previous if name not in rows}
+        quarantined = []
+        for name in sorted(n for n, row in rows.items() if previous.get(n) != row):
+            path = self.folder / name
+            try:
+                sha256, md5, size = digests(path)
+                changes[name] = repodata.package_record(path, sha256=sha256, md5=md5, size=size)
+            except (Rejected, ValueError, OSError) as exc:
+                quarantined.append(self.files.quarantine(self.subdir, name, str(exc)))
+                changes[name] = None  # an older file of that name was indexed: no longer
+        try:
+            self.apply(changes, self.rows())
+        except repodata.RepodataUnusable:
+            return None
+        except OSError as exc:  # a full disk: the last good index stays, the subdir stale
+            reason = exc.strerror or str(exc)
+            raise IndexFailed(f"index of {self.channel}/{self.subdir} failed: {reason}") from None
+        return quarantined
+
+
+class Indexes:
+    """The subdir owners of a long-running service, kept so each keeps its records in
+    memory between requests."""
+
+    def __init__(self, state_dir: Path, backend: Backend, *, in_child: bool = True) -> None:
+        self.state_dir = state_dir
+        self.backend = backend
+        self.in_child = in_child
+        self._owners: dict[tuple[Path, str], SubdirIndex] = {}
+
+    def of(self, channel_dir: Path, subdir: str) -> SubdirIndex:
+        key = (channel_dir, subdir)
+        owner = self._owners.get(key)
+        if owner is None:
+            owner = SubdirIndex(
+                ChannelFiles(channel_dir),
+                subdir,
+                self.state_dir,
+                self.backend,
+                in_child=self.in_child,
+            )
+            self._owners[key] = owner
+        return owner
+
+
+def forget(state_dir: Path, channel: str) -> bool:
+    """Drop a removed channel's index state, so a channel of that name starts afresh."""
+    if not CHANNEL_NAME.match(channel):
+        raise IndexFailed(f"{channel!r} is not a channel name")
+    folder = state_folder(state_dir, channel)
+    if not folder.is_dir():
+        return False
+    shutil.rmtree(folder)
+    return True
