@@ -182,7 +182,12 @@ def accept(
             if same:
                 how = _bring_index_up_to_date(owner, state, None)
                 return Result(
-                    "unchanged", info.subdir, info.filename, info.sha256, info.size, caught_up or how
+                    "unchanged",
+                    info.subdir,
+                    info.filename,
+                    info.sha256,
+                    info.size,
+                    caught_up or how,
                 )
             if not (overwrite and current.parent.name == info.subdir):
                 where = f"{current.parent.name}/{current.name}"

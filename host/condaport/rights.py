@@ -6,7 +6,12 @@ those identities may do, per channel. It holds names only, never a password or a
 
     {"max_size": 2147483648, "lock_timeout": 30,
      "channels": {"main": {"user:alice": {"overwrite": false},
-                           "token:ci-main": {"overwrite": true}}}}
+                           "token:ci-main": {"overwrite": true}}},
+     "readers": {"main": ["user:alice", "user:bob"]}, "anonymous": ["public"]}
+
+`readers` and `anonymous` say who may read a channel, for promotions (read right on the
+source): the readers NGINX lets in, and anyone for an anonymous channel. An identity that
+may upload to a channel may also read it from here.
 
 It is re-read when it changes on disk, so a converge that changes rights needs no restart.
 """
@@ -39,10 +44,19 @@ class Settings:
     max_size: int = DEFAULT_MAX_SIZE
     lock_timeout: float = DEFAULT_LOCK_TIMEOUT
     channels: dict[str, dict[str, Grant]] = field(default_factory=dict)
+    readers: dict[str, frozenset[str]] = field(default_factory=dict)
+    anonymous: frozenset[str] = frozenset()
 
     def grant(self, identity: str, channel: str) -> Grant | None:
         """What `identity` may do in `channel`; None when it may not upload there."""
         return self.channels.get(channel, {}).get(identity)
+
+    def may_read(self, identity: str, channel: str) -> bool:
+        return (
+            channel in self.anonymous
+            or identity in self.readers.get(channel, frozenset())
+            or self.grant(identity, channel) is not None
+        )
 
 
 def parse(data: object, source: str = "settings") -> Settings:
@@ -61,12 +75,31 @@ def parse(data: object, source: str = "settings") -> Settings:
                 raise SettingsError(f"{source}: bad entry {identity!r} in channel {channel!r}")
             parsed[identity] = Grant(overwrite=grant.get("overwrite") is True)
         channels[channel] = parsed
+    readers: dict[str, frozenset[str]] = {}
+    raw_readers = data.get("readers", {})
+    if not isinstance(raw_readers, dict):
+        raise SettingsError(f"{source}: readers is not an object")
+    for channel, identities in raw_readers.items():
+        if not isinstance(identities, list) or not all(
+            isinstance(i, str) and IDENTITY.match(i) for i in identities
+        ):
+            raise SettingsError(f"{source}: readers of {channel!r} is not a list of identities")
+        readers[channel] = frozenset(identities)
+    anonymous = data.get("anonymous", [])
+    if not isinstance(anonymous, list) or not all(isinstance(c, str) for c in anonymous):
+        raise SettingsError(f"{source}: anonymous is not a list of channel names")
     try:
         max_size = int(data.get("max_size", DEFAULT_MAX_SIZE))
         lock_timeout = float(data.get("lock_timeout", DEFAULT_LOCK_TIMEOUT))
     except (TypeError, ValueError) as exc:
         raise SettingsError(f"{source}: {exc}") from None
-    return Settings(max_size=max_size, lock_timeout=lock_timeout, channels=channels)
+    return Settings(
+        max_size=max_size,
+        lock_timeout=lock_timeout,
+        channels=channels,
+        readers=readers,
+        anonymous=frozenset(anonymous),
+    )
 
 
 class SettingsFile:

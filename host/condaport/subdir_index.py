@@ -23,7 +23,7 @@ import sys
 from collections.abc import Mapping
 from pathlib import Path
 
-from condaport import repodata, shards
+from condaport import adjustments, repodata, shards
 from condaport.channel_files import ChannelFiles, NotAFolder, Rows, package_rows
 from condaport.config import CHANNEL_NAME
 from condaport.files import dated_after_their_predecessors, replace_atomically
@@ -232,14 +232,64 @@ class SubdirIndex:
 
     def apply(self, changes: Changes, rows: Rows) -> None:
         """Set each file's record (None: remove it), rewrite what depends on them, and
-        record `rows` (the files as they are now) as indexed. RepodataUnusable when there
-        is no repodata to edit; the caller then rebuilds."""
+        record `rows` (the files as they are now) as indexed. Records are published as the
+        channel's adjustments say (patched, or left out when marked broken).
+        RepodataUnusable when there is no repodata to edit; the caller then rebuilds."""
         document = self.document()
+        adjusted = self._adjustments()
         touched: set[str] = set()
         for filename, record in changes.items():
+            if record is not None:
+                record = adjusted.adjusted(self.subdir, filename, record)
             touched |= document.set(filename, record)
+        self._mark_removed(document, adjusted)
         self._write(document, touched)
         self._record_fingerprint(rows)
+
+    def _adjustments(self) -> adjustments.Adjustments:
+        try:
+            return adjustments.load(self.state_dir, self.channel).for_subdir(self.subdir)
+        except adjustments.BadAdjustment as exc:
+            raise IndexFailed(str(exc)) from None
+
+    def _mark_removed(self, document: repodata.Document, adjusted: adjustments.Adjustments) -> None:
+        """repodata's `removed` lists the files whose records were taken out (broken)."""
+        marked = sorted(key.partition("/")[2] for key in adjusted.broken)
+        if marked or "removed" in document.top:
+            document.set_top("removed", marked)
+
+    def readjust(self, filenames: list[str]) -> None:
+        """Publish these files' records again, from the files themselves, as the channel's
+        adjustments now say (after a patch or broken mark was set or taken back)."""
+        rows = self.rows()
+        if not (self.is_fresh(rows) and self.editable()):
+            self.rebuild()  # applies every adjustment
+            if not self.backend.edits_in_place:
+                return  # its records came from the files: nothing patched is left over
+            rows = self.rows()
+        changes: dict[str, dict | None] = {}
+        for filename in filenames:
+            path = self.folder / filename
+            if not path.is_file():
+                continue
+            sha256, md5, size = digests(path)
+            changes[filename] = repodata.package_record(path, sha256=sha256, md5=md5, size=size)
+        self.apply(changes, rows)
+
+    def _reapply(self) -> None:
+        """After a backend wrote the repodata: publish the adjusted files as adjusted."""
+        adjusted = self._adjustments()
+        names = adjusted.files(self.subdir)
+        document = self.document()
+        if not names and "removed" not in document.top:
+            return
+        touched: set[str] = set()
+        for filename in sorted(names):
+            record = document.record(filename)
+            if record is not None:
+                touched |= document.set(filename, adjusted.adjusted(self.subdir, filename, record))
+        self._mark_removed(document, adjusted)
+        self._write(document, touched)
 
     def _write(self, document: repodata.Document, touched: set[str]) -> None:
         try:
@@ -282,6 +332,7 @@ class SubdirIndex:
             self._rebuild_in_child(force)
         else:
             render_with_backend(self.files.channel_dir, self.subdir, self.backend, force)
+        self._reapply()
         self._record_fingerprint(rows)
 
     def _rebuild_in_child(self, force: bool) -> None:

@@ -6,6 +6,19 @@ NGINX, in front, turns these into requests on this service's unix socket:
     DELETE /<channel>/<subdir>/<file>          remove a package (overwrite right)
     POST   /api/channels/<channel>/upload/<file>?force=&sha256=   rattler-build `upload quetz`
 
+and the channel management API (condaport.manage), JSON in and out:
+
+    POST   /api/channels/<channel>/packages/<subdir>/<file>/patch    {"depends": [...], ...}
+    DELETE /api/channels/<channel>/packages/<subdir>/<file>/patch    take the patch back
+    POST   /api/channels/<channel>/packages/<subdir>/<file>/broken   {"reason": "..."}
+    DELETE /api/channels/<channel>/packages/<subdir>/<file>/broken   unmark
+    POST   /api/channels/<target>/promote   {"from": "<channel>", "file": "<subdir>/<file>",
+                                             "move": false, "force": false}
+
+Patches and broken marks need the maintainer (overwrite) right on the channel; a promotion
+the read right on the source and the upload right on the target (move: also the delete
+right on the source; force: the overwrite right on the target).
+
 NGINX has authenticated the client (password or upload token) and passes only who it is,
 in X-Condaport-Uploader (`user:<name>` / `token:<name>`), never the secret; a header of
 that name sent by the client never gets through. NGINX also reads the whole body first
@@ -43,21 +56,31 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
+from condaport.adjustments import BadAdjustment
 from condaport.browse import write_channel_page
-from condaport.config import CHANNEL_NAME, DEFAULT_PATH, ConfigError, HostConfig, config_path
+from condaport.config import (
+    CHANNEL_NAME,
+    DEFAULT_PATH,
+    ChannelConfig,
+    ConfigError,
+    HostConfig,
+    config_path,
+)
 from condaport.config import load as load_config
 from condaport.index_backends import backend_named
 from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
 from condaport.locking import LockTimeout
+from condaport.manage import promote, set_broken, set_patch
 from condaport.packages import Rejected, split_name
 from condaport.rights import DEFAULT_PATH as DEFAULT_SETTINGS
-from condaport.rights import IDENTITY, SettingsError, SettingsFile
+from condaport.rights import IDENTITY, Settings, SettingsError, SettingsFile
 from condaport.service import listener_from_args
 from condaport.subdir_index import Indexes
 
@@ -68,6 +91,7 @@ CHUNK = 1 << 20
 # A refused request's body is read and dropped up to this much, so NGINX can deliver the
 # answer; past it the connection is simply closed.
 DRAIN_LIMIT = 64 << 20
+MANAGE_BODY_LIMIT = 64 << 10
 SUBDIR_SHAPE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)?$")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}$")
@@ -107,6 +131,34 @@ def loggable_path(path: str) -> str:
     api, _, rest = urlsplit(path).path.lstrip("/").partition("/")
     masked = TOKEN_SEGMENT.sub(rf"\1t/{REDACTED}", unquote(rest))
     return f"/{api}/{quote(masked, safe=LOGGED_AS_IS)}"
+
+
+@dataclass(frozen=True)
+class Managed:
+    """A channel management request: a patch or broken mark of one package, or a promotion."""
+
+    channel: str
+    action: str  # patch, broken, promote
+    where: str  # <subdir>/<file>; "" for promote (named in the body)
+
+
+MANAGED_ACTIONS = ("patch", "broken")
+
+
+def parse_managed(path: str) -> Managed | None:
+    """/<api>/api/channels/<channel>/packages/<subdir>/<file>/(patch|broken), or
+    /<api>/api/channels/<channel>/promote; None for any other path."""
+    _, _, rest = urlsplit(path).path.lstrip("/").partition("/")
+    segments = [unquote(s) for s in rest.split("/")]
+    if segments[:2] != ["api", "channels"] or len(segments) < 4:
+        return None
+    if TOKEN_SEGMENT.search(unquote(rest)):
+        return None  # parse_target refuses it with its reason
+    if len(segments) == 4 and segments[3] == "promote":
+        return Managed(segments[2], "promote", "")
+    if len(segments) == 7 and segments[3] == "packages" and segments[6] in MANAGED_ACTIONS:
+        return Managed(segments[2], segments[6], f"{segments[4]}/{segments[5]}")
+    return None
 
 
 def parse_target(path: str) -> Target:
@@ -425,6 +477,9 @@ class UploadHandler(BaseHTTPRequestHandler):
             self.body = BodyReader(self)
         if not IDENTITY.match(self.identity):
             raise Answer(401, "no authenticated uploader (NGINX passes who it is)")
+        managed = parse_managed(self.path)
+        if managed is not None:
+            return self._manage(managed)
         target = parse_target(self.path)
         if (self.command == "POST") != (target.api == "quetz"):
             raise Answer(405, f"{self.command} is not how this API uploads")
@@ -497,6 +552,126 @@ class UploadHandler(BaseHTTPRequestHandler):
         if result.status != "unchanged":
             service.pages.request(channel.name)
         return (201 if result.status == "added" else 200), self._described(channel.name, result)
+
+    def _json_body(self) -> dict:
+        """A management request's small JSON object body ({} when empty)."""
+        assert self.body is not None
+        if self.body.length is not None and self.body.length > MANAGE_BODY_LIMIT:
+            raise Answer(413, f"a management request's body is at most {MANAGE_BODY_LIMIT} bytes")
+        raw = b"".join(self.body.chunks())
+        self.body_consumed = True
+        if not raw.strip():
+            return {}
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise Answer(400, f"the body is not JSON: {exc}") from None
+        if not isinstance(data, dict):
+            raise Answer(400, "the body is not a JSON object")
+        return data
+
+    def _manage(self, managed: Managed) -> tuple[int, dict]:
+        """Patches and broken marks (the maintainer right on the channel), promotions (the
+        read right on the source, the upload right on the target)."""
+        service = self.server.service
+        host = service.host()
+        channel = self._local_channel(host, managed.channel)
+        settings = service.settings.current()
+        grant = settings.grant(self.identity, channel.name)
+        if grant is None:
+            raise Answer(403, f"{self.identity} may not upload to channel {channel.name!r}")
+        body = self._json_body() if self.command == "POST" else {}
+        indexes = service.indexes()
+
+        def hold(name: str) -> AbstractContextManager[object]:
+            return service.guard.hold(host.state_dir, name, settings.lock_timeout)
+
+        try:
+            if managed.action == "promote":
+                return self._promote(host, channel, body, settings)
+            if not grant.overwrite:
+                raise Answer(
+                    403,
+                    f"{self.identity} may not patch or mark packages in channel"
+                    f" {channel.name!r} (a maintainer's right)",
+                )
+            if managed.action == "patch":
+                patch = body if self.command == "POST" else None
+                change = set_patch(
+                    host, channel.name, managed.where, patch,
+                    who=self.identity, hold=hold, indexes=indexes,
+                )  # fmt: skip
+            else:
+                reason = body.get("reason", "")
+                if not isinstance(reason, str):
+                    raise Answer(400, "reason must be a string")
+                change = set_broken(
+                    host, channel.name, managed.where, self.command == "POST", reason=reason,
+                    who=self.identity, hold=hold, indexes=indexes,
+                )  # fmt: skip
+        except BadAdjustment as exc:
+            raise Answer(400, str(exc), channel=channel.name) from None
+        except Missing as exc:
+            raise Answer(404, str(exc), channel=channel.name) from None
+        except LockTimeout as exc:
+            raise Answer(503, str(exc), channel=channel.name) from None
+        if change.result != "unchanged":
+            service.pages.request(channel.name)
+        return 200, change.as_dict()
+
+    def _local_channel(self, host: HostConfig, name: str) -> ChannelConfig:
+        channel = host.channel(name) if CHANNEL_NAME.match(name) else None
+        if channel is None or not (host.channels_root / name).is_dir():
+            raise Answer(404, f"no channel {name!r} on this host")
+        return channel
+
+    def _promote(
+        self, host: HostConfig, target: ChannelConfig, body: dict, settings: Settings
+    ) -> tuple[int, dict]:
+        if self.command != "POST":
+            raise Answer(405, "a promotion is a POST")
+        source_name, where = body.get("from"), body.get("file")
+        if not isinstance(source_name, str) or not isinstance(where, str):
+            raise Answer(400, 'a promotion names {"from": "<channel>", "file": "<subdir>/<file>"}')
+        move, force = body.get("move", False), body.get("force", False)
+        if not isinstance(move, bool) or not isinstance(force, bool):
+            raise Answer(400, "move and force are true or false")
+        source = self._local_channel(host, source_name)
+        if not settings.may_read(self.identity, source.name):
+            raise Answer(403, f"{self.identity} may not read channel {source.name!r}")
+        target_grant = settings.grant(self.identity, target.name)
+        source_grant = settings.grant(self.identity, source.name)
+        if move and not (source_grant and source_grant.overwrite):
+            raise Answer(403, f"{self.identity} may not delete in channel {source.name!r}")
+        service = self.server.service
+        described = {"channel": target.name, "from": source.name, "file": where}
+        try:
+            result = promote(
+                host, source, target, where,
+                staging=service.staging_root(),
+                move=move,
+                overwrite=force and bool(target_grant and target_grant.overwrite),
+                guard=service.guard,
+                lock_timeout=settings.lock_timeout,
+                indexes=service.indexes(),
+                uploader_without_delete_right=(
+                    None if target_grant and target_grant.overwrite else self.identity
+                ),
+            )  # fmt: skip
+        except Rejected as exc:
+            raise Answer(rejected_status(exc), str(exc), **described) from None
+        except (WrongSubdir, BadAdjustment) as exc:
+            raise Answer(400, str(exc), **described) from None
+        except Conflict as exc:
+            raise Answer(409, str(exc), **described) from None
+        except Missing as exc:
+            raise Answer(404, str(exc), **described) from None
+        if result.status != "unchanged":
+            service.pages.request(target.name)
+            if move:
+                service.pages.request(source.name)
+        answer = {**self._described(target.name, result), "from": source.name, "moved": move}
+        return (201 if result.status == "added" else 200), answer
 
     @staticmethod
     def _described(channel: str, result: Result) -> dict:

@@ -16,11 +16,12 @@ PACKAGE = Path(__file__).resolve().parents[2] / "host" / "condaport"
 
 LAYERS = {
     "entry points": {"upload", "index_command", "publish_command", "trees", "verifier"},
+    "channel management": {"manage"},
     "operations": {"intake", "batch"},
     "channel steps": {"index", "publish"},
     "subdir index owner": {"subdir_index"},
     "package files owner": {"channel_files", "index_backends"},
-    "owned": {"repodata", "browse", "provenance"},
+    "owned": {"repodata", "browse", "provenance", "adjustments"},
     "settings": {"config", "rights"},
     "formats": {"packages", "shards"},
     "primitives": {"files", "locking", "account", "cli", "service"},

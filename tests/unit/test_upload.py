@@ -74,7 +74,11 @@ class Host:
         return list(folder.iterdir()) if folder.exists() else []
 
     def listed(self, subdir: str = "noarch") -> dict[str, dict]:
-        data = json.loads((self.channel / subdir / "repodata.json").read_text())
+        return self.listed_in("main", subdir)
+
+    def listed_in(self, channel: str, subdir: str = "noarch") -> dict[str, dict]:
+        folder = self.root / "channels" / channel / subdir
+        data = json.loads((folder / "repodata.json").read_text())
         return {**data["packages"], **data["packages.conda"]}
 
 
@@ -541,3 +545,82 @@ def test_a_refusal_may_name_its_own_status() -> None:
     assert rejected_status(Rejected("bad")) == 422
     assert rejected_status(Odd("x")) == 422
     assert rejected_status(Success("x")) == 422
+
+
+# -- channel management over the service (condaport.manage) --------------------------------
+
+
+def _manage(host: Host, method: str, path: str, body: object = None, **kwargs: object):
+    data = None if body is None else json.dumps(body).encode()
+    api = "quetz" if method == "POST" else "artifactory"  # as NGINX's method map names it
+    return host.request(method, f"/{api}/api/channels/{path}", data, **kwargs)
+
+
+def _with_readers(host: Host, readers: dict[str, list[str]], anonymous: list[str]) -> None:
+    settings = json.loads(host.settings.read_text())
+    settings.update(readers=readers, anonymous=anonymous)
+    host.settings.write_text(json.dumps(settings))
+
+
+def test_patches_and_broken_marks_need_the_maintainer_right(host: Host, tmp_path: Path) -> None:
+    package = build_conda(tmp_path, "managed")
+    assert host.put(package)[0] == 201
+    where = f"main/packages/noarch/{package.name}"
+    patch = {"license": "BSD-3-Clause"}
+    assert _manage(host, "POST", f"{where}/patch", patch, identity="user:alice")[0] == 403
+    assert _manage(host, "POST", f"{where}/broken", {}, identity="user:alice")[0] == 403
+    assert _manage(host, "POST", f"{where}/patch", patch, identity="user:bob")[0] == 403
+    status, answer, _ = _manage(host, "POST", f"{where}/patch", patch)
+    assert (status, answer["result"]) == (200, "patched"), answer
+    assert host.listed()[package.name]["license"] == "BSD-3-Clause"
+    status, answer, _ = _manage(host, "POST", f"{where}/broken", {"reason": "bad build"})
+    assert (status, answer["result"]) == (200, "broken")
+    assert package.name not in host.listed()
+    assert _manage(host, "DELETE", f"{where}/broken")[1]["result"] == "unbroken"
+    assert _manage(host, "DELETE", f"{where}/patch")[1]["result"] == "unpatched"
+    assert "license" not in host.listed()[package.name]
+    # Bad input: a field that is not patchable, a body that is no object, no such file.
+    assert _manage(host, "POST", f"{where}/patch", {"name": "x"})[0] == 400
+    assert _manage(host, "POST", f"{where}/patch", ["depends"])[0] == 400
+    assert _manage(host, "POST", "main/packages/noarch/none-1.0-0.conda/patch", patch)[0] == 404
+    assert _manage(host, "POST", f"nochannel/packages/noarch/{package.name}/patch", patch)[0] == 404
+
+
+# identity -> (may read main, may upload to other) -> status of a promotion main -> other
+PROMOTIONS = [
+    ("user:bob", ["user:bob"], 201),  # reads main, uploads to other
+    ("user:bob", [], 403),  # uploads to other, may not read main
+    ("user:alice", ["user:alice"], 403),  # reads main, may not upload to other
+]
+
+
+@pytest.mark.parametrize(("who", "readers", "expected"), PROMOTIONS)
+def test_promotion_needs_read_on_the_source_and_upload_on_the_target(
+    host: Host, tmp_path: Path, who: str, readers: list[str], expected: int
+) -> None:
+    package = build_conda(tmp_path, "promoted")
+    assert host.put(package)[0] == 201
+    _with_readers(host, {"main": readers}, [])
+    body = {"from": "main", "file": f"noarch/{package.name}"}
+    status, answer, _ = _manage(host, "POST", "other/promote", body, identity=who)
+    assert status == expected, answer
+    listed = host.listed_in("other")
+    assert (package.name in listed) == (expected == 201)
+    assert package.name in host.listed()  # a copy: the source keeps it
+
+
+def test_promotion_from_an_anonymous_channel_and_a_move(host: Host, tmp_path: Path) -> None:
+    package = build_conda(tmp_path, "moved")
+    assert host.put(package)[0] == 201
+    _with_readers(host, {}, ["main"])
+    body = {"from": "main", "file": f"noarch/{package.name}", "move": True}
+    # bob reads main (anonymous) but may not delete there: no move.
+    assert _manage(host, "POST", "other/promote", body, identity="user:bob")[0] == 403
+    settings = json.loads(host.settings.read_text())
+    settings["channels"]["other"]["token:ci"] = {"overwrite": False}
+    host.settings.write_text(json.dumps(settings))
+    status, answer, _ = _manage(host, "POST", "other/promote", body)
+    assert (status, answer["result"], answer["moved"]) == (201, "added", True), answer
+    assert package.name in host.listed_in("other")
+    assert package.name not in host.listed()
+    assert not host.staged()
