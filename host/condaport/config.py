@@ -31,6 +31,10 @@ class ChannelConfig:
     name: str
     subdirs: tuple[str, ...]
     anonymous: bool = False
+    # Declared in the inventory: "<subdir>/<file>" -> fields to publish instead (patches),
+    # "<subdir>/<file>" -> reason (broken marks). See condaport.adjustments.
+    patches: dict[str, dict] = field(default_factory=dict, hash=False)
+    broken: dict[str, str] = field(default_factory=dict, hash=False)
 
 
 @dataclass(frozen=True)
@@ -66,7 +70,14 @@ def _channel(raw: object) -> ChannelConfig:
     subdirs = raw.get("subdirs", [])
     if not isinstance(subdirs, list) or not all(isinstance(s, str) for s in subdirs):
         raise ConfigError(f"channel {raw['name']!r}: subdirs is not a list of names")
-    return ChannelConfig(raw["name"], tuple(subdirs), bool(raw.get("anonymous", False)))
+    patches, broken = raw.get("patches", {}), raw.get("broken", {})
+    if not isinstance(patches, dict) or not all(isinstance(v, dict) for v in patches.values()):
+        raise ConfigError(f"channel {raw['name']!r}: patches is not an object of objects")
+    if not isinstance(broken, dict) or not all(isinstance(v, str) for v in broken.values()):
+        raise ConfigError(f"channel {raw['name']!r}: broken is not an object of reasons")
+    return ChannelConfig(
+        raw["name"], tuple(subdirs), bool(raw.get("anonymous", False)), patches, broken
+    )
 
 
 def _positive_size(value: object, key: str) -> int:

@@ -1,28 +1,22 @@
-"""condaport-channels: the folders of every configured channel, made by the writer account.
+"""The folders of every configured channel, made by the writer account.
 
 Root's converge creates only the top-level folders (channels, staging, state) and gives
-them to the writer account; `sync` runs as that account (it switches itself when started
-as root) and makes what lies inside: each channel's folder and subdirs, its lock file and
+them to the writer account; `sync` (`condaport-channels sync`) runs as that account and
+makes what lies inside: each channel's folder and subdirs, its lock file and
 its index state folder. It refuses links and foreign folders instead of following them,
 lists the channel trees no longer configured and, when asked, deletes them and forgets
-their index state. One JSON report on stdout, for the playbook.
+their index state.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import shutil
 import stat
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from condaport.account import AccountError, become_writer
-from condaport.cli import exit_now
-from condaport.config import CHANNEL_NAME, ConfigError, HostConfig, host_options, resolve
-from condaport.index_backends import IndexFailed
+from condaport.config import CHANNEL_NAME, HostConfig
 from condaport.locking import lock_path
 from condaport.packages import SUBDIR
 from condaport.subdir_index import fingerprint_file, forget
@@ -137,37 +131,3 @@ def sync(host: HostConfig, *, purge_removed: bool = False, dry_run: bool = False
                 shutil.rmtree(host.channels_root / name)
                 forget(host.state_dir, name)
     return synced
-
-
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="condaport-channels", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    run = sub.add_parser("sync", parents=[host_options()], help="make the channels' folders")
-    run.add_argument(
-        "--purge-removed",
-        action="store_true",
-        help="delete the trees (and index state) of channels that are no longer configured",
-    )
-    run.add_argument("--dry-run", action="store_true", help="report only (check mode)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    try:
-        host = resolve(args.config, args.channels_root, args.state_dir)
-        become_writer(host.writer)
-        synced = sync(host, purge_removed=args.purge_removed, dry_run=args.dry_run)
-    except (TreeError, ConfigError, AccountError, IndexFailed, OSError) as exc:
-        print(f"condaport-channels: {exc}", file=sys.stderr)
-        return 1
-    print(json.dumps(synced.as_dict()))
-    return 0
-
-
-def run_cli() -> None:
-    exit_now(main())
-
-
-if __name__ == "__main__":
-    run_cli()

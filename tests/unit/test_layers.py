@@ -15,10 +15,16 @@ from pathlib import Path
 PACKAGE = Path(__file__).resolve().parents[2] / "host" / "condaport"
 
 LAYERS = {
-    "entry points": {"upload", "index_command", "publish_command", "trees", "verifier"},
+    "entry points": {
+        "upload",
+        "index_command",
+        "publish_command",
+        "channels_command",
+        "verifier",
+    },
     "channel management": {"manage"},
     "operations": {"intake", "batch"},
-    "channel steps": {"index", "publish"},
+    "channel steps": {"index", "publish", "trees"},
     "subdir index owner": {"subdir_index"},
     "package files owner": {"channel_files", "index_backends"},
     "owned": {"repodata", "browse", "provenance", "adjustments"},

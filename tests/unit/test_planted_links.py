@@ -58,9 +58,7 @@ def test_fingerprints_are_written_by_fresh_temp_names(tmp_path: Path, canary: Pa
     owner = SubdirIndex.at(channel, "noarch", state)
     owner.apply({}, {"x.conda": (1, 2, 3, 4)})
     assert _intact(canary)
-    assert (folder / "noarch.sha256").read_text().strip() == rows_digest(
-        {"x.conda": (1, 2, 3, 4)}
-    )
+    assert (folder / "noarch.sha256").read_text().strip() == rows_digest({"x.conda": (1, 2, 3, 4)})
 
 
 def test_a_planted_quarantine_link_is_refused(tmp_path: Path, canary: Path) -> None:

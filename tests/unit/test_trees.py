@@ -127,7 +127,7 @@ def test_started_as_root_it_works_as_the_writer_account(open_tmp: Path) -> None:
         )
     )
     config.chmod(0o644)
-    run = [sys.executable, "-m", "condaport.trees", "sync", "--config", str(config)]
+    run = [sys.executable, "-m", "condaport.channels_command", "sync", "--config", str(config)]
     result = subprocess.run(run, capture_output=True, text=True, check=False)
     assert result.returncode == 0, result.stderr
     made = tmp_path / "channels" / "main" / "noarch"
