@@ -291,7 +291,21 @@ class SubdirIndex:
         self._mark_removed(document, adjusted)
         self._write(document, touched)
 
+    def _begin_writing(self) -> None:
+        """The index files are about to change: until the new fingerprint is recorded, the
+        subdir counts as stale and as interrupted, so a writer killed between repodata.json
+        and the shards is repaired by the next run (see `interrupted`)."""
+        fingerprint_file(self.state_dir, self.channel, self.subdir).unlink(missing_ok=True)
+
+    def interrupted(self) -> bool:
+        """Whether the last write of the index files never finished: the files the last
+        index saw are recorded, but not the fingerprint that closes a write."""
+        rows_file = _rows_file(self.state_dir, self.channel, self.subdir)
+        closed = fingerprint_file(self.state_dir, self.channel, self.subdir)
+        return rows_file.exists() and not closed.exists()
+
     def _write(self, document: repodata.Document, touched: set[str]) -> None:
+        self._begin_writing()
         try:
             repodata.write_bytes(self.folder, document.render())
             shards.sync(self.folder, document.names, touched)
@@ -326,7 +340,10 @@ class SubdirIndex:
         """Index the subdir fully as its files are now, and record them as indexed; every
         record is read again when a file was replaced under a name (or when forced)."""
         rows = self.rows()  # taken before indexing: a later change stays stale
-        force = force or self.replaced_since_indexed(rows)
+        # After an interrupted write, no record on disk is trusted: all are read again
+        # and every adjustment applied anew.
+        force = force or self.replaced_since_indexed(rows) or self.interrupted()
+        self._begin_writing()
         self._document = None
         if self.in_child:
             self._rebuild_in_child(force)
@@ -360,7 +377,8 @@ class SubdirIndex:
         changed = sorted(n for n, row in rows.items() if previous is None or previous.get(n) != row)
         try:
             quarantined = self.files.screen(self.subdir, changed)
-            if previous is not None and self.backend.edits_in_place and not force:
+            editing = previous is not None and self.backend.edits_in_place
+            if editing and not force and not self.interrupted():
                 edited = self._edit_from(previous)
                 if edited is not None:
                     return quarantined + edited
