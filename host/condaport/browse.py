@@ -7,7 +7,6 @@ Package metadata is untrusted input: the template escapes everything it shows.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,6 +17,7 @@ from rattler import Version
 from rattler.exceptions import InvalidVersionError
 
 from condaport.files import replace_atomically
+from condaport.repodata import RepodataUnusable, read
 
 PAGE = "index.html"
 TEMPLATE = "browse.html.j2"
@@ -101,14 +101,6 @@ def _size(value: object) -> int:
     return max(size, 0)
 
 
-def _read_repodata(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return None
-    return data if isinstance(data, dict) else None
-
-
 def _subdirs(channel_dir: Path) -> list[str]:
     names = [p.name for p in channel_dir.iterdir() if p.is_dir() and not p.name.startswith(".")]
     return sorted(names, key=lambda n: (n != "noarch", n))
@@ -119,8 +111,9 @@ def collect(channel_dir: Path) -> tuple[list[PackageGroup], list[SubdirSummary]]
     groups: dict[str, PackageGroup] = {}
     summaries = []
     for subdir in _subdirs(channel_dir):
-        repodata = _read_repodata(channel_dir / subdir / "repodata.json")
-        if repodata is None:
+        try:
+            repodata = read(channel_dir / subdir)
+        except RepodataUnusable:
             summaries.append(SubdirSummary(subdir, indexed=False, count=0))
             continue
         count = 0

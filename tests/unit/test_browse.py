@@ -144,7 +144,7 @@ def test_junk_records_do_not_break_the_page(channel: Path) -> None:
     (channel / "linux-64" / "repodata.json").write_text(
         json.dumps(
             {
-                "packages": ["not", "a", "dict"],
+                "packages": {},
                 "packages.conda": {
                     "a-1-0.conda": "not a record",
                     "b-1-0.conda": {"name": "b", "version": "1", "size": "huge", "timestamp": "x"},
@@ -159,6 +159,11 @@ def test_junk_records_do_not_break_the_page(channel: Path) -> None:
     assert junk["b-1-0.conda"].size == 0 and junk["b-1-0.conda"].uploaded == "—"
     assert junk["c-1-0.conda"].uploaded == "—"
     assert "b-1-0.conda" in browse.render_channel_page(channel, "main")
+    # A section that is no object: not repodata at all, shown as not indexed (one reader,
+    # condaport.repodata.read, judges that for every tool).
+    (channel / "linux-64" / "repodata.json").write_text('{"packages": ["not", "a", "dict"]}')
+    _, summaries = browse.collect(channel)
+    assert [s.indexed for s in summaries if s.name == "linux-64"] == [False]
 
 
 def test_an_empty_channel_renders(tmp_path: Path) -> None:
