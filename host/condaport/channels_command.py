@@ -90,7 +90,7 @@ def _adjust(host: HostConfig, only: list[str] | None, dry_run: bool) -> dict[str
         )
         if changes:
             report[channel.name] = [change.as_dict() for change in changes]
-    done = [c for changes in report.values() for c in changes if c["result"] != "missing"]
+    done = [c for changes in report.values() for c in changes if c["result"] != "unchanged"]
     return {"adjusted": report, "changed": bool(done)}
 
 

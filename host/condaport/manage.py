@@ -38,11 +38,20 @@ class Change:
         return {"result": self.result, "channel": self.channel, "file": self.file}
 
 
-def _package(host: HostConfig, channel: str, where: str) -> tuple[str, str]:
+def _package(
+    host: HostConfig, channel: str, where: str, *, must_exist: bool = True
+) -> tuple[str, str]:
     subdir, filename = adjustments.check_file(where)
-    if not (host.channels_root / channel / subdir / filename).is_file():
+    if must_exist and not (host.channels_root / channel / subdir / filename).is_file():
         raise Missing(f"{where} is not in channel {channel!r}")
     return subdir, filename
+
+
+def _publish(host: HostConfig, channel: str, subdir: str, filename: str, indexes: Indexes) -> None:
+    """Publish the file's record as the adjustments now say (nothing to do before the file
+    is there: its upload will publish it adjusted)."""
+    if (host.channels_root / channel / subdir / filename).is_file():
+        indexes.of(host.channels_root / channel, subdir).readjust([filename])
 
 
 def set_patch(
@@ -55,12 +64,14 @@ def set_patch(
     hold: Hold,
     indexes: Indexes,
     source: str = "api",
+    must_exist: bool = True,
 ) -> Change:
     """Patch the record of `where` (`<subdir>/<file>`) with `patch`; None takes the patch
-    back. Raises BadAdjustment (bad input) or Missing (no such file)."""
+    back. Raises BadAdjustment (bad input) or Missing (no such file, when it must exist:
+    the inventory may declare a patch for a package still to come)."""
     fields = None if patch is None else adjustments.check_patch(patch)
     with hold(channel):
-        subdir, filename = _package(host, channel, where)
+        subdir, filename = _package(host, channel, where, must_exist=must_exist)
         current = adjustments.load(host.state_dir, channel)
         before = current.patches.get(where)
         if fields is None:
@@ -82,7 +93,7 @@ def set_patch(
             after=fields,
         )
         adjustments.save(host.state_dir, channel, current, [logged])
-        indexes.of(host.channels_root / channel, subdir).readjust([filename])
+        _publish(host, channel, subdir, filename, indexes)
     return Change(result, channel, where)
 
 
@@ -97,13 +108,14 @@ def set_broken(
     hold: Hold,
     indexes: Indexes,
     source: str = "api",
+    must_exist: bool = True,
 ) -> Change:
     """Mark `where` broken (its record leaves the index, the file stays) or take the mark
-    back. Raises BadAdjustment or Missing."""
+    back. Raises BadAdjustment or Missing (as set_patch)."""
     if len(reason) > 1000:
         raise BadAdjustment("the reason is longer than 1000 characters")
     with hold(channel):
-        subdir, filename = _package(host, channel, where)
+        subdir, filename = _package(host, channel, where, must_exist=must_exist)
         current = adjustments.load(host.state_dir, channel)
         if broken == (where in current.broken):
             return Change("unchanged", channel, where)
@@ -115,7 +127,7 @@ def set_broken(
             result = "unbroken"
         logged = adjustments.entry(source, who, action=result, file=where, reason=reason)
         adjustments.save(host.state_dir, channel, current, [logged])
-        indexes.of(host.channels_root / channel, subdir).readjust([filename])
+        _publish(host, channel, subdir, filename, indexes)
     return Change(result, channel, where)
 
 
@@ -131,7 +143,8 @@ def converge(
 ) -> list[Change]:
     """Make the channel's inventory-set adjustments the declared ones: add and change
     what is declared, take back inventory entries no longer declared; what was set over
-    HTTPS is left alone unless the inventory now declares that file."""
+    HTTPS is left alone unless the inventory now declares that file. A declared package
+    not published yet is adjusted from its first upload on."""
     for where, patch in declared_patches.items():
         adjustments.check_file(where)
         adjustments.check_patch(patch)
@@ -157,19 +170,17 @@ def converge(
         if dry_run:
             changes.append(Change(f"would {action}", channel, where))
             continue
-        try:
-            if action == "patch":
-                change = set_patch(
-                    host, channel, where, value, who="inventory", hold=hold,
-                    indexes=indexes, source="inventory",
-                )  # fmt: skip
-            else:
-                change = set_broken(
-                    host, channel, where, action == "broken", reason=str(value or ""),
-                    who="inventory", hold=hold, indexes=indexes, source="inventory",
-                )  # fmt: skip
-        except Missing:
-            change = Change("missing", channel, where)
+        if action == "patch":
+            change = set_patch(
+                host, channel, where, value, who="inventory", hold=hold,
+                indexes=indexes, source="inventory", must_exist=False,
+            )  # fmt: skip
+        else:
+            change = set_broken(
+                host, channel, where, action == "broken", reason=str(value or ""),
+                who="inventory", hold=hold, indexes=indexes, source="inventory",
+                must_exist=False,
+            )  # fmt: skip
         changes.append(change)
     return changes
 
