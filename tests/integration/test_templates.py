@@ -319,7 +319,7 @@ def test_github_actions_template_publishes_with_an_upload_token(
     again = job.run(only=[GITHUB_UPLOAD_STEP])
     assert again.ok, again.failure()
     # A token without rights on the channel fails the job (py-rattler-build's message does
-    # not carry the status; the channel's 403 for this token is test_uploading's).
+    # not carry the status; the channel's 403 for this token is uploading/test_rights.py's).
     job.secrets["CONDAPORT_UPLOAD_TOKEN"] = site.tokens["ci-other"]
     refused = job.run(only=[GITHUB_UPLOAD_STEP])
     assert not refused.ok and "upload failed" in refused.output, refused.output
