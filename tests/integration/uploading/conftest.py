@@ -9,18 +9,18 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import _require
 
+from tests.support.live import require
 from uploading.site import Site
 
 
 @pytest.fixture(scope="session")
 def site() -> Site:
-    inventory = json.loads(_require("CONDAPORT_UPLOAD"))
+    inventory = json.loads(require("CONDAPORT_UPLOAD"))
     return Site(
-        base_url=_require("CONDAPORT_BASE_URL").rstrip("/"),
-        ca_file=Path(_require("CONDAPORT_CA")),
-        container=_require("CONDAPORT_CONTAINER"),
+        base_url=require("CONDAPORT_BASE_URL").rstrip("/"),
+        ca_file=Path(require("CONDAPORT_CA")),
+        container=require("CONDAPORT_CONTAINER"),
         passwords={u["name"]: u["password"] for u in inventory["users"] if u.get("password")},
         tokens={t["name"]: t["token"] for t in inventory["tokens"]},
         mode=os.environ.get("CONDAPORT_AUTH_MODE", "verifier"),

@@ -15,9 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from conftest import fetch
-
 from tests.support.client import run_install, write_auth_file
+from tests.support.live import fetch
 from tests.support.shards import mismatches
 
 RUN = os.urandom(3).hex()

@@ -13,8 +13,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from conftest import fetch
 
+from tests.support.live import fetch
 from tests.support.pkgbuild import (
     build_big_index_json,
     build_bzip2_bomb,

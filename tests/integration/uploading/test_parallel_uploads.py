@@ -8,8 +8,7 @@ import threading
 import time
 from pathlib import Path
 
-from conftest import fetch
-
+from tests.support.live import fetch
 from tests.support.pkgbuild import build_tar_bz2
 from uploading.site import RUN, Connection, Site, credentials, listed, shard_mismatches
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from conftest import fetch
 
+from tests.support.live import fetch
 from tests.support.pkgbuild import build_tar_bz2
 from uploading.site import RUN, Site, credentials, listed, put, send
 

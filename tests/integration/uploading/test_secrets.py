@@ -8,8 +8,8 @@ import os
 from pathlib import Path
 
 import pytest
-from conftest import _require
 
+from tests.support.live import require
 from tests.support.pkgbuild import build_tar_bz2
 from uploading.site import RUN, Site, credentials, listed, on_host, send
 
@@ -35,7 +35,7 @@ def test_a_read_token_in_an_upload_url_reaches_no_log(site: Site, tmp_path: Path
     credential check, body read or the service: auth_basic logs a wrong password with the
     request line, NGINX a too large body likewise, and the service its request path, so
     neither NGINX's logs nor the journal may hold the token afterwards."""
-    inventory = json.loads(_require("CONDAPORT_UPLOAD"))
+    inventory = json.loads(require("CONDAPORT_UPLOAD"))
     read_token = next(t for u in inventory["users"] for t in u.get("tokens", []))
     unknown = f"unknown-read-token-{os.urandom(8).hex()}"
     package = build_tar_bz2(tmp_path, f"tokened-{site.mode}-{RUN}")
