@@ -13,9 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import _require as _env
-from conftest import fetch
 
+from tests.support.live import fetch, require
 from tests.support.screenshot import dump_dom, screenshot
 
 CREDENTIALS = [
@@ -50,12 +49,12 @@ class Access:
 
 @pytest.fixture(scope="session")
 def access() -> Access:
-    inventory = json.loads(_env("CONDAPORT_ACCESS"))
-    published = sorted(Path(_env("CONDAPORT_PUBLISHED_DIR")).glob("*.conda"))
+    inventory = json.loads(require("CONDAPORT_ACCESS"))
+    published = sorted(Path(require("CONDAPORT_PUBLISHED_DIR")).glob("*.conda"))
     assert published, "the sample package was not built"
     return Access(
-        base_url=_env("CONDAPORT_BASE_URL").rstrip("/"),
-        ca_file=Path(_env("CONDAPORT_CA")),
+        base_url=require("CONDAPORT_BASE_URL").rstrip("/"),
+        ca_file=Path(require("CONDAPORT_CA")),
         channels=inventory["channels"],
         users=inventory["users"],
         package=published[0].name,
@@ -216,13 +215,13 @@ def _statuses_of(access: Access, revoked: dict) -> list[int]:
 
 def test_credentials_to_be_revoked_work_now(access: Access) -> None:
     """Run just before the converge that removes them (and caches their answers)."""
-    revoked = json.loads(_env("CONDAPORT_TO_BE_REVOKED"))
+    revoked = json.loads(require("CONDAPORT_TO_BE_REVOKED"))
     assert set(_statuses_of(access, revoked)) == {200}
 
 
 def test_revoked_credentials_are_refused(access: Access) -> None:
     """Run after a converge that removed these: the very next request is refused."""
-    revoked = json.loads(_env("CONDAPORT_REVOKED"))
+    revoked = json.loads(require("CONDAPORT_REVOKED"))
     assert set(_statuses_of(access, revoked)) == {401}
 
 

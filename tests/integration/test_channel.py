@@ -13,9 +13,9 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from conftest import Channel, fetch
 
 from tests.support.client import run_install, write_auth_file
+from tests.support.live import Channel, fetch
 from tests.support.screenshot import dump_dom, screenshot
 
 DEFAULT_SUBDIRS = ["noarch", "linux-64", "linux-aarch64", "osx-64", "osx-arm64", "win-64"]

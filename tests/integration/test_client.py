@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import _require as _env
+
+from tests.support.live import require
 
 CLIENT_SCRIPT = Path(__file__).resolve().parents[1] / "support" / "client.py"
 RATTLER_PYTHON = "/opt/rattler/bin/python"
@@ -34,7 +35,7 @@ def _drop_in(user: str) -> str:
 
 @pytest.fixture(scope="session")
 def container() -> str:
-    name = _env("CONDAPORT_CLIENT_CONTAINER")
+    name = require("CONDAPORT_CLIENT_CONTAINER")
     subprocess.run(
         ["podman", "cp", str(CLIENT_SCRIPT), f"{name}:/usr/local/lib/condaport-client-test.py"],
         check=True,
@@ -44,7 +45,7 @@ def container() -> str:
 
 @pytest.fixture(scope="session")
 def server() -> str:
-    return _env("CONDAPORT_SERVER_URL").rstrip("/")
+    return require("CONDAPORT_SERVER_URL").rstrip("/")
 
 
 def _exec(container: str, user: str, *argv: str, env: dict[str, str] | None = None):

@@ -25,9 +25,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import _require
 
 from tests.support.client import run_install, write_auth_file
+from tests.support.live import require
 from tests.support.pkgbuild import build_conda
 from tests.support.playbook import on_host, playbook, said
 
@@ -61,7 +61,7 @@ PLANTED = {
 
 
 def _container() -> str:
-    return _require("CONDAPORT_CONTAINER")
+    return require("CONDAPORT_CONTAINER")
 
 
 def as_writer(*argv: str, check: bool = True) -> str:
@@ -96,13 +96,13 @@ def root_owned_inside_the_trees() -> list[str]:
 
 
 def _upload(package: Path, user: str, password: str) -> int:
-    base = _require("CONDAPORT_BASE_URL").rstrip("/")
+    base = require("CONDAPORT_BASE_URL").rstrip("/")
     request = urllib.request.Request(
         f"{base}/main/noarch/{package.name}", data=package.read_bytes(), method="PUT"
     )
     token = base64.b64encode(f"{user}:{password}".encode()).decode()
     request.add_header("Authorization", f"Basic {token}")
-    context = ssl.create_default_context(cafile=_require("CONDAPORT_CA"))
+    context = ssl.create_default_context(cafile=require("CONDAPORT_CA"))
     try:
         with urllib.request.urlopen(request, context=context, timeout=120) as answer:
             return answer.status
@@ -117,7 +117,7 @@ def _converge() -> subprocess.CompletedProcess[str]:
 
 
 def _passwords() -> dict[str, str]:
-    inventory = json.loads(_require("CONDAPORT_UPLOAD"))
+    inventory = json.loads(require("CONDAPORT_UPLOAD"))
     return {u["name"]: u["password"] for u in inventory["users"] if u.get("password")}
 
 
@@ -185,7 +185,7 @@ def test_with_the_links_gone_the_channel_heals_and_installs(tmp_path: Path) -> N
     assert converge.returncode == 0, said(converge)[-3000:]
     package = build_conda(tmp_path / "up", f"healed-{RUN}")
     assert _upload(package, "uploader", _passwords()["uploader"]) == 201
-    base = _require("CONDAPORT_BASE_URL").rstrip("/")
+    base = require("CONDAPORT_BASE_URL").rstrip("/")
     url = f"{base}/main"
     auth = write_auth_file(tmp_path / "auth.json", url, "reader", _passwords()["reader"])
     result = run_install(
@@ -193,7 +193,7 @@ def test_with_the_links_gone_the_channel_heals_and_installs(tmp_path: Path) -> N
         [f"healed-{RUN}"],
         Path(tempfile.mkdtemp(dir=tmp_path)) / "env",
         auth_file=auth,
-        ca_file=Path(_require("CONDAPORT_CA")),
+        ca_file=Path(require("CONDAPORT_CA")),
         cache_dir=tmp_path / "cache",
     )
     assert result.returncode == 0, result.stderr

@@ -19,8 +19,8 @@ import subprocess
 import uuid
 
 import pytest
-from conftest import Channel, fetch
-from conftest import _require as _env
+
+from tests.support.live import Channel, fetch, require
 
 TOKEN_MAP = "/etc/nginx/condaport/tokens.map"
 ACCESS_LOG = "/var/log/nginx/access.log"
@@ -39,7 +39,7 @@ def _podman(channel: Channel, *argv: str) -> subprocess.CompletedProcess[str]:
 
 
 def _inventory() -> dict:
-    return json.loads(_env("CONDAPORT_ACCESS"))
+    return json.loads(require("CONDAPORT_ACCESS"))
 
 
 def _tokens_of(users: list[dict]) -> list[str]:
@@ -59,8 +59,8 @@ def _revoked_tokens() -> list[str]:
 @pytest.fixture(scope="module")
 def urls() -> tuple[str, str]:
     """The HTTPS and the plain HTTP base URLs of the host."""
-    https = _env("CONDAPORT_BASE_URL").rstrip("/")
-    http = _env("CONDAPORT_HTTP_URL").rstrip("/").rsplit("/", 1)[0]
+    https = require("CONDAPORT_BASE_URL").rstrip("/")
+    http = require("CONDAPORT_HTTP_URL").rstrip("/").rsplit("/", 1)[0]
     return https, http
 
 

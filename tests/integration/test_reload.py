@@ -20,8 +20,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Channel, fetch
-from conftest import _require as _env
+
+from tests.support.live import Channel, fetch, require
 
 PROJECT = Path(__file__).resolve().parents[2]
 # Nothing in the container listens here; the blocker below will.
@@ -55,7 +55,7 @@ def _converge(*extra: str) -> tuple[int, str]:
     argv = [
         "ansible-playbook",
         "--inventory",
-        _env("CONDAPORT_INVENTORY"),
+        require("CONDAPORT_INVENTORY"),
         "--tags",
         "preflight,condaport_nginx_config",
         *extra,

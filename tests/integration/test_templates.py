@@ -41,10 +41,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import _require, fetch
 
 from tests.support.cirunner import GithubJob, GitlabPipeline, Outcome, StandIn
 from tests.support.client import run_install, write_auth_file
+from tests.support.live import fetch, require
 
 PROJECT = Path(__file__).resolve().parents[2]
 TEMPLATES = PROJECT / "templates"
@@ -79,10 +79,10 @@ class Runner:
 
 @pytest.fixture(scope="session")
 def site() -> Site:
-    inventory = json.loads(_require("CONDAPORT_UPLOAD"))
+    inventory = json.loads(require("CONDAPORT_UPLOAD"))
     return Site(
-        base_url=_require("CONDAPORT_BASE_URL").rstrip("/"),
-        ca_file=Path(_require("CONDAPORT_CA")),
+        base_url=require("CONDAPORT_BASE_URL").rstrip("/"),
+        ca_file=Path(require("CONDAPORT_CA")),
         reader_password=next(u["password"] for u in inventory["users"] if u["name"] == "reader"),
         tokens={t["name"]: t["token"] for t in inventory["tokens"]},
     )
@@ -319,7 +319,7 @@ def test_github_actions_template_publishes_with_an_upload_token(
     again = job.run(only=[GITHUB_UPLOAD_STEP])
     assert again.ok, again.failure()
     # A token without rights on the channel fails the job (py-rattler-build's message does
-    # not carry the status; the channel's 403 for this token is test_uploading's).
+    # not carry the status; the channel's 403 for this token is uploading/test_rights.py's).
     job.secrets["CONDAPORT_UPLOAD_TOKEN"] = site.tokens["ci-other"]
     refused = job.run(only=[GITHUB_UPLOAD_STEP])
     assert not refused.ok and "upload failed" in refused.output, refused.output
@@ -382,7 +382,7 @@ def test_github_actions_ssh_template_publishes_with_the_playbook(
         "conda-publish-ssh.yml",
         variables={
             "CONDAPORT_REPOSITORY": "example/condaport",
-            "CONDAPORT_INVENTORY": _require("MOLECULE_INVENTORY_FILE"),
+            "CONDAPORT_INVENTORY": require("MOLECULE_INVENTORY_FILE"),
             "CONDAPORT_SSH_KNOWN_HOSTS": known_hosts,
         },
         secrets={
@@ -428,7 +428,7 @@ def test_gitlab_ssh_template_publishes_with_the_playbook(
         temp=runner.temp,
         base_env=runner.env,
         variables={
-            "CONDAPORT_INVENTORY": _require("MOLECULE_INVENTORY_FILE"),
+            "CONDAPORT_INVENTORY": require("MOLECULE_INVENTORY_FILE"),
             "CONDAPORT_VAULT_PASSWORD": vault_password,
             "CI_COMMIT_TAG": f"v{version}",
         },

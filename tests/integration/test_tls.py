@@ -12,10 +12,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import Channel
 from cryptography import x509
 
 from tests.support.certs import name_constraints, openssl_verify, sign_leaf
+from tests.support.live import Channel
 
 # molecule.yml's condaport_tls_server_names and condaport_tls_server_ips.
 HOST_NAMES = {

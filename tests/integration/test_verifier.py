@@ -22,7 +22,8 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from conftest import Channel, fetch
+
+from tests.support.live import Channel, fetch
 
 FLOOD = Path(__file__).with_name("flood.py")
 # The attacker's IPv6 networks (flood.py's NETWORK), routed to the container's loopback.

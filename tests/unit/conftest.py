@@ -1,5 +1,9 @@
 """Shared setup of the unit tests.
 
+`tree`: a channel host's folders and condaport.json in the test's temporary folder
+(tests/support/channel_tree.py), channel main with noarch and linux-64 unless the test or
+its module is marked `@pytest.mark.channels(name=(subdir, ...), ...)`.
+
 Skip guard: a skipped unit test fails the run unless ALLOWED_SKIPS lists it with a reason.
 A skip reads as a pass in `make test`: on a fresh machine the real-NGINX proxy tests skipped
 because only the benchmarks installed nginx, and nobody noticed. A test that cannot run
@@ -10,8 +14,11 @@ the Makefile's SYSTEM_PACKAGES.
 from __future__ import annotations
 
 from collections.abc import Generator
+from pathlib import Path
 
 import pytest
+
+from tests.support.channel_tree import ChannelTree, make_tree
 
 ALLOWED_SKIPS: dict[str, str] = {
     "tests/unit/test_index.py::test_conda_index_backend_runs_where_conda_is_importable": (
@@ -19,6 +26,18 @@ ALLOWED_SKIPS: dict[str, str] = {
         "package sources CI reaches, has a usable conda"
     ),
 }
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "channels(**subdirs): the channels, and their subdirs, of the `tree` fixture"
+    )
+
+
+@pytest.fixture
+def tree(request: pytest.FixtureRequest, tmp_path: Path) -> ChannelTree:
+    marker = request.node.get_closest_marker("channels")
+    return make_tree(tmp_path, marker.kwargs if marker else None)
 
 
 def _unexpected_skip(report: pytest.TestReport | pytest.CollectReport) -> str | None:

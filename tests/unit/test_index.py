@@ -18,18 +18,17 @@ from condaport import index, repodata
 from condaport.channel_files import QUARANTINE
 from condaport.index_backends import RattlerBackend
 from condaport.subdir_index import SubdirIndex
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 
 SUBDIRS = ["linux-64", "noarch"]  # sorted, as the tool reports them
 
 
 @pytest.fixture
-def channel(tmp_path: Path) -> tuple[Path, Path]:
-    root, state = tmp_path / "channels", tmp_path / "state"
-    for subdir in SUBDIRS:
-        (root / "main" / subdir).mkdir(parents=True)
-    (root / "main" / ".tmp").mkdir()  # rattler's scratch dir is not a subdir
-    return root, state
+def channel(tree: ChannelTree) -> tuple[Path, Path]:
+    """The shared tree's channels root and state folder, main holding SUBDIRS."""
+    (tree.root / "main" / ".tmp").mkdir()  # rattler's scratch dir is not a subdir
+    return tree.root, tree.state
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:

@@ -13,18 +13,18 @@ from condaport.config import ChannelConfig, HostConfig
 from condaport.index_backends import CondaIndexBackend, IndexFailed, RattlerBackend
 from condaport.packages import Rejected
 from condaport.subdir_index import Indexes, SubdirIndex, render_with_backend
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda
 
 
+@pytest.mark.channels(main=("noarch",))
 def test_a_package_the_index_cannot_read_is_quarantined_and_refused(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tree: ChannelTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """An index failure after placing used to answer 500 and leave the file placed and
     unlisted, failing every later upload to that subdir. The file now leaves the served
     tree, the subdir is indexed without it, and the uploader gets the reason (422)."""
-    root, state = tmp_path / "channels", tmp_path / "state"
-    subdir = root / "main" / "noarch"
-    subdir.mkdir(parents=True)
+    root, state, subdir = tree.root, tree.state, tree.subdir("noarch")
 
     def backend_that_cannot_read_poison(owner: SubdirIndex, force: bool) -> None:
         if any(p.name.startswith("poison-") for p in owner.folder.iterdir()):

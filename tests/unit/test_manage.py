@@ -16,23 +16,21 @@ from condaport.config import ChannelConfig, HostConfig
 from condaport.index_backends import RattlerBackend
 from condaport.locking import channel_lock
 from condaport.subdir_index import Indexes
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda, build_tar_bz2
 from tests.support.shards import mismatches
 
+pytestmark = pytest.mark.channels(staging=("noarch",), stable=("noarch",))
+
 
 @pytest.fixture
-def site(tmp_path: Path) -> HostConfig:
-    root, state = tmp_path / "channels", tmp_path / "state"
-    for channel in ("staging", "stable"):
-        (root / channel / "noarch").mkdir(parents=True)
+def site(tree: ChannelTree) -> HostConfig:
     build_tar_bz2(
-        root / "staging" / "noarch", "tool", index_overrides={"depends": ["python >=3.8"]}
+        tree.subdir("noarch", "staging"), "tool", index_overrides={"depends": ["python >=3.8"]}
     )
-    build_conda(root / "staging" / "noarch", "other")
-    index.run(root, state, None)
-    staging = tmp_path / "uploads"
-    staging.mkdir()
-    return HostConfig(root, state, staging_root=staging)
+    build_conda(tree.subdir("noarch", "staging"), "other")
+    index.run(tree.root, tree.state, None)
+    return tree.host
 
 
 def _hold(host: HostConfig) -> manage.Hold:

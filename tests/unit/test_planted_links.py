@@ -14,6 +14,7 @@ import pytest
 from condaport import batch, index, locking, publish
 from condaport.channel_files import QUARANTINE, ChannelFiles, NotAFolder, move_into_place
 from condaport.subdir_index import SubdirIndex, rows_digest
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda
 
 
@@ -128,17 +129,13 @@ def test_partials_are_swept_only_in_real_subdirs(tmp_path: Path, canary: Path) -
     assert (canary.parent / ".kept.partial").exists()
 
 
+@pytest.mark.channels(main=("noarch",))
 def test_a_publish_holds_the_channel_lock_from_placing_to_indexing(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tree: ChannelTree, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """No other writer (an upload's catch-up index) gets in between placing a replaced
     file and indexing it: while the publish indexes, the lock is still its own."""
-    from condaport.config import HostConfig
-
-    root, state = tmp_path / "channels", tmp_path / "state"
-    (root / "main" / "noarch").mkdir(parents=True)
-    host = HostConfig(channels_root=root, state_dir=state, staging_root=tmp_path / "staging")
-    host.staging_root.mkdir()
+    state, host = tree.state, tree.host
     seen: list[int] = []
     real_run = index.run
 
@@ -158,12 +155,11 @@ def test_a_publish_holds_the_channel_lock_from_placing_to_indexing(
     assert seen == [1], "another process could take the lock between placing and indexing"
 
 
-def test_a_catch_up_index_reads_a_replaced_file_again(tmp_path: Path) -> None:
+@pytest.mark.channels(main=("noarch",))
+def test_a_catch_up_index_reads_a_replaced_file_again(tree: ChannelTree, tmp_path: Path) -> None:
     """A file replaced under its name (a publish with overwrite) while the subdir's index
     still lists the old record: the upload's catch-up must not keep the old sha256."""
-    root, state = tmp_path / "channels", tmp_path / "state"
-    subdir = root / "main" / "noarch"
-    subdir.mkdir(parents=True)
+    root, state, subdir = tree.root, tree.state, tree.subdir("noarch")
     first = build_conda(tmp_path / "v1", "swapped")
     second = build_conda(tmp_path / "v2", "swapped", salt="other bytes")
     move_into_place(first, subdir / first.name)

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
 from condaport import index, intake, provenance, publish
-from condaport.config import ChannelConfig, HostConfig
+from condaport.config import ChannelConfig
 from condaport.index_backends import RattlerBackend
 from condaport.subdir_index import Indexes
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda
 
 
@@ -15,13 +18,11 @@ def _files(subdir: Path) -> list[str]:
     return sorted(p.name for p in subdir.iterdir() if p.name.endswith(".conda"))
 
 
+@pytest.mark.channels(main=("noarch",))
 def test_an_uploads_higher_version_does_not_make_retention_delete_releases(
-    tmp_path: Path,
+    tree: ChannelTree, tmp_path: Path
 ) -> None:
-    root, state = tmp_path / "channels", tmp_path / "state"
-    subdir = root / "main" / "noarch"
-    subdir.mkdir(parents=True)
-    host = HostConfig(root, state)
+    root, state, subdir, host = tree.root, tree.state, tree.subdir("noarch"), tree.host
 
     def maintainer_publishes(version: str) -> None:
         staging = tmp_path / f"staging-{version}"
@@ -59,11 +60,10 @@ def test_an_uploads_higher_version_does_not_make_retention_delete_releases(
     assert provenance.placed_by_uploaders(state, "main") == {}
 
 
-def test_a_maintainer_replacing_an_uploaders_file_makes_it_theirs(tmp_path: Path) -> None:
-    root, state = tmp_path / "channels", tmp_path / "state"
-    (root / "main" / "noarch").mkdir(parents=True)
+@pytest.mark.channels(main=("noarch",))
+def test_a_maintainer_replacing_an_uploaders_file_makes_it_theirs(tree: ChannelTree) -> None:
+    root, state, staging = tree.root, tree.state, tree.staging
     provenance.record_placement(state, "main", ["noarch/tool-1.0-0.conda"], "user:alice")
-    staging = tmp_path / "staging"
     build_conda(staging, "tool", "1.0")
     outcome = publish.place(root, state, "main", staging, ["noarch"], overwrite=True)
     assert outcome.added == ["noarch/tool-1.0-0.conda"]

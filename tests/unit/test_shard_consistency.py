@@ -15,20 +15,22 @@ from pathlib import Path
 import pytest
 
 from condaport import index, intake, manage, publish, repodata, shards
-from condaport.config import ChannelConfig, HostConfig
+from condaport.config import ChannelConfig
 from condaport.index_backends import RattlerBackend
 from condaport.locking import channel_lock
 from condaport.subdir_index import Indexes
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda, build_tar_bz2
 from tests.support.shards import mismatches
 
+pytestmark = pytest.mark.channels(main=("noarch",))
+
 
 class Subdir:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tree: ChannelTree, tmp_path: Path) -> None:
         self.tmp = tmp_path
-        self.host = HostConfig(tmp_path / "channels", tmp_path / "state")
-        self.folder = self.host.channels_root / "main" / "noarch"
-        self.folder.mkdir(parents=True)
+        self.host = tree.host
+        self.folder = tree.subdir("noarch")
         self.channel = ChannelConfig("main", ("noarch",))
         self.guard = intake.ChannelGuard()
         self.indexes = Indexes(self.host.state_dir, RattlerBackend(), in_child=False)
@@ -70,8 +72,8 @@ class Subdir:
 
 
 @pytest.fixture
-def subdir(tmp_path: Path) -> Subdir:
-    made = Subdir(tmp_path)
+def subdir(tree: ChannelTree, tmp_path: Path) -> Subdir:
+    made = Subdir(tree, tmp_path)
     index.run(made.host.channels_root, made.host.state_dir, None)
     return made
 

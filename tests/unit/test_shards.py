@@ -18,7 +18,10 @@ import pytest
 
 from condaport import index, repodata, shards
 from condaport.subdir_index import SubdirIndex
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda, build_tar_bz2
+
+pytestmark = pytest.mark.channels(main=("noarch",))
 
 
 def _hex_digests(record: dict) -> dict:
@@ -44,9 +47,8 @@ def assert_shards_match_repodata(subdir_dir: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def subdir(tmp_path: Path) -> Path:
-    folder = tmp_path / "channels" / "main" / "noarch"
-    folder.mkdir(parents=True)
+def subdir(tree: ChannelTree) -> Path:
+    folder = tree.subdir("noarch")
     build_conda(folder, "alpha")
     build_conda(folder, "alpha", "2.0")
     build_tar_bz2(folder, "beta")

@@ -20,7 +20,10 @@ from condaport import index, repodata
 from condaport.locking import channel_lock
 from condaport.subdir_index import SubdirIndex
 from condaport.upload import build_server
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda, build_tar_bz2
+
+pytestmark = pytest.mark.channels(main=("noarch", "linux-64"), other=("noarch",))
 
 
 class UnixConnection(http.client.HTTPConnection):
@@ -83,26 +86,7 @@ class Host:
 
 
 @pytest.fixture
-def host(tmp_path: Path) -> Iterator[Host]:
-    root = tmp_path / "srv"
-    for subdir in ("noarch", "linux-64"):
-        (root / "channels" / "main" / subdir).mkdir(parents=True)
-    (root / "channels" / "other" / "noarch").mkdir(parents=True)
-    (root / "staging").mkdir()
-    config = tmp_path / "condaport.json"
-    config.write_text(
-        json.dumps(
-            {
-                "channels_root": str(root / "channels"),
-                "staging_root": str(root / "staging"),
-                "state_dir": str(root / "state"),
-                "channels": [
-                    {"name": "main", "subdirs": ["noarch", "linux-64"]},
-                    {"name": "other", "subdirs": ["noarch"]},
-                ],
-            }
-        )
-    )
+def host(tree: ChannelTree, tmp_path: Path) -> Iterator[Host]:
     settings = tmp_path / "upload.json"
     settings.write_text(
         json.dumps(
@@ -119,15 +103,15 @@ def host(tmp_path: Path) -> Iterator[Host]:
             }
         )
     )
-    index.run(root / "channels", root / "state", None)
+    index.run(tree.root, tree.state, None)
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     path = tmp_path / "upload.sock"
     listener.bind(str(path))
     listener.listen(16)
-    server = build_server(listener, config, settings, workers=2)
+    server = build_server(listener, tree.config, settings, workers=2)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
-    yield Host(root, path, settings)
+    yield Host(tree.base, path, settings)
     server.shutdown()
     server.server_close()
 

@@ -16,9 +16,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_large_conda
 from tests.unit.test_upload import UnixConnection
 
+# One subdir, never indexed before the first upload.
+pytestmark = pytest.mark.channels(main=("noarch",))
 MIB = 1 << 20
 LIMIT_KIB = 100 * 1000 * 1000 // 1024  # 100 MB
 
@@ -32,21 +35,8 @@ def peak_kib(pid: int) -> int:
 
 
 @pytest.fixture
-def service(tmp_path: Path):
-    channels, staging = tmp_path / "channels", tmp_path / "staging"
-    (channels / "main" / "noarch").mkdir(parents=True)
-    staging.mkdir()
-    config, settings = tmp_path / "condaport.json", tmp_path / "upload.json"
-    config.write_text(
-        json.dumps(
-            {
-                "channels_root": str(channels),
-                "staging_root": str(staging),
-                "state_dir": str(tmp_path / "state"),
-                "channels": [{"name": "main", "subdirs": ["noarch"]}],
-            }
-        )
-    )
+def service(tree: ChannelTree, tmp_path: Path):
+    config, settings = tree.config, tmp_path / "upload.json"
     settings.write_text(json.dumps({"channels": {"main": {"token:ci": {}}}}))
     listening = tmp_path / "upload.sock"
     process = subprocess.Popen(
@@ -57,7 +47,7 @@ def service(tmp_path: Path):
     deadline = time.monotonic() + 60
     while not listening.exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    yield process, listening, channels / "main" / "noarch"
+    yield process, listening, tree.subdir("noarch")
     process.terminate()
     process.wait(timeout=30)
 

@@ -1,40 +1,18 @@
 """The three tiers of molecule/edges: a primary, two caching edges, HAProxy in front.
 
 verify.yml describes them in CONDAPORT_EDGES (JSON); run outside it, the suite is skipped
-rather than pointed at nothing.
+rather than pointed at nothing. `Tiers` is in tests/support/live.py.
 """
 
 from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-
-@dataclass(frozen=True)
-class Tiers:
-    primary_url: str
-    edge_url: str
-    balancer_url: str
-    ca_file: Path
-    primary: str
-    edges: list[str]
-    balancer: str
-    cache_dir: str
-    index_validity: int
-    passwords: dict[str, str]
-    tokens: dict[str, list[str]]
-    upload_token: str
-    channels: list[dict]
-    proxy_index_validity: int
-    edge_auth_modes: dict[str, str]
-    proxy_cache_dir: str
-    # The edges' port for the balancer (PROXY protocol), and the balancer's own port.
-    edge_proxy_protocol_port: int
-    balancer_port: int
+from tests.support.live import Tiers
 
 
 @pytest.fixture(scope="session")

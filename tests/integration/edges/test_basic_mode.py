@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import pytest
 
-from .conftest import Tiers
+from tests.support.live import Tiers
+
 from .test_edges import _headers_for, edge_port, fetch_inside, podman
 
 CASES = (

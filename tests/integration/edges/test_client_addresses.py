@@ -20,7 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import Tiers
+from tests.support.live import Tiers
+
 from .test_edges import RUN, edge_port, podman
 
 SCRIPT = Path(__file__).with_name("client_inside.py")

@@ -25,9 +25,8 @@ import pytest
 
 from condaport import shards
 from tests.support.client import run_install, write_auth_file
+from tests.support.live import Tiers
 from tests.support.pkgbuild import build_conda
-
-from .conftest import Tiers
 
 RUN = hashlib.sha256(str(time.time()).encode()).hexdigest()[:6]
 CACHE_HEADER = "X-Condaport-Cache"

@@ -15,9 +15,9 @@ import time
 from pathlib import Path
 
 from tests.support.client import run_install, write_auth_file
+from tests.support.live import Tiers
 from tests.support.pkgbuild import build_conda
 
-from .conftest import Tiers
 from .test_edges import CACHE_HEADER, RUN, basic, get, podman, request, upload
 
 PROXY = "mirror"

@@ -6,9 +6,8 @@ import json
 import os
 from pathlib import Path
 
-from conftest import Channel, fetch
-
 from tests.support.client import run_install, write_auth_file
+from tests.support.live import Channel, fetch
 from tests.support.shards import mismatches
 
 TREE = "/srv/condaport/channels/main"

@@ -4,9 +4,9 @@ tests/integration/conftest.py (the environment molecule's verify.yml sets)."""
 from __future__ import annotations
 
 import pytest
-from conftest import Channel
 
 from publishing.channel import listed
+from tests.support.live import Channel
 from tests.support.pkgbuild import build_conda, build_tar_bz2
 from tests.support.playbook import playbook
 

@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from conftest import Channel
 
 from publishing.channel import RUN, TREE, download, installs, listed
+from tests.support.live import Channel
 from tests.support.pkgbuild import (
     build_big_index_json,
     build_bzip2_bomb,

@@ -10,9 +10,8 @@ import threading
 from base64 import b64encode
 from pathlib import Path
 
-from conftest import Channel
-
 from publishing.channel import RUN, listed
+from tests.support.live import Channel
 from tests.support.pkgbuild import build_tar_bz2
 from tests.support.playbook import start_playbook
 

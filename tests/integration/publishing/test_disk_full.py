@@ -5,9 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import Channel
-
 from publishing.channel import RUN, TREE, assert_every_listed_file_downloads, installs, listed
+from tests.support.live import Channel
 from tests.support.pkgbuild import build_large_tar_bz2, build_tar_bz2
 from tests.support.playbook import on_host, playbook, said
 

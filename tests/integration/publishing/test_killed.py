@@ -6,8 +6,6 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from conftest import Channel
-
 from publishing.channel import (
     RUN,
     TREE,
@@ -15,6 +13,7 @@ from publishing.channel import (
     listed,
     shard_mismatches,
 )
+from tests.support.live import Channel
 from tests.support.pkgbuild import build_tar_bz2
 from tests.support.playbook import copy_to_host, kill_when_seen, on_host, playbook, start_playbook
 

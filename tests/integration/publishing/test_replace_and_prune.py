@@ -7,9 +7,8 @@ import hashlib
 import os
 from pathlib import Path
 
-from conftest import Channel
-
 from publishing.channel import RUN, download, installs, listed, shard_mismatches
+from tests.support.live import Channel
 from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 from tests.support.playbook import playbook, said
 

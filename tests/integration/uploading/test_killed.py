@@ -1,0 +1,66 @@
+"""The upload service killed mid-upload: nothing half placed is served, and the next upload
+starts the service again, which clears what the killed one staged."""
+
+from __future__ import annotations
+
+import http.client
+import ssl
+import subprocess
+import time
+from pathlib import Path
+
+from tests.support.pkgbuild import build_large_conda, build_tar_bz2
+from uploading.site import (
+    RUN,
+    STAGING,
+    TREE,
+    Reply,
+    Site,
+    credentials,
+    installs,
+    listed,
+    on_host,
+    put,
+    send,
+)
+
+
+def test_the_service_killed_mid_upload_serves_nothing_half_placed(
+    site: Site, tmp_path: Path
+) -> None:
+    """NGINX hands the service a body only once it holds all of it, so the service is
+    killed while it stages or validates one: by a watcher on the host that fires the
+    moment the staged file appears (polling from here would miss it)."""
+    before = listed(site, "main")
+    package = build_large_conda(tmp_path / "dist", 3 * 1024 * 1024, name=f"interrupted-{RUN}")
+    name = package.name
+    watch = (
+        "for i in $(seq 60000); do"
+        f" if ls {STAGING}/*/{name} >/dev/null 2>&1; then"
+        " systemctl kill --signal=SIGKILL condaport-upload.service && echo killed; exit 0;"
+        " fi; sleep 0.002; done; exit 1"
+    )
+    watcher = subprocess.Popen(
+        ["podman", "exec", site.container, "sh", "-c", watch], stdout=subprocess.PIPE, text=True
+    )
+    time.sleep(1)  # the watcher is looking
+    outcome: Reply | Exception
+    try:
+        outcome = send(
+            site, "PUT", f"/main/noarch/{name}", package.read_bytes(), credentials(site, "uploader")
+        )
+    except (ConnectionError, http.client.HTTPException, ssl.SSLError) as exc:
+        outcome = exc
+    watched, _ = watcher.communicate(timeout=300)
+    assert "killed" in watched, "the body was not being staged when the service was killed"
+    assert not isinstance(outcome, Reply) or outcome.status >= 500, outcome
+    assert name not in listed(site, "main")
+    assert set(before) <= set(listed(site, "main"))
+    served = on_host(site, "find", f"{TREE}/main", "-name", f"*{name}*").stdout.strip()
+    assert served == ""
+    # The next upload starts the service again, which clears what the killed one staged.
+    package = build_tar_bz2(tmp_path, f"after-kill-{RUN}")
+    assert put(site, "uploader", "main", package).status == 201
+    assert on_host(site, "find", STAGING, "-name", name).stdout == ""
+    assert package.name in listed(site, "main")
+    installs(site, tmp_path, "main", f"after-kill-{RUN}")
