@@ -14,6 +14,7 @@ import subprocess
 import time
 from pathlib import Path
 
+from condaport import shards
 from tests.support.client import run_install, write_auth_file
 from tests.support.live import Tiers
 from tests.support.pkgbuild import build_conda
@@ -58,6 +59,36 @@ def test_py_rattler_installs_through_the_proxy_channel(tiers: Tiers, tmp_path: P
     # Through an edge as well: the edge reads mirror from the primary like any channel.
     through_edge = _install_as_partner(tiers, tiers.edge_url, name, tmp_path)
     assert through_edge.returncode == 0, through_edge.stderr[-1500:]
+
+
+def test_the_proxy_channel_passes_the_upstreams_shards_through(
+    tiers: Tiers, tmp_path: Path
+) -> None:
+    """The shard index is revalidated with the upstream like the other index files; a
+    shard, named by its content, is the upstream's very bytes and cached as immutable."""
+    name = f"proxyshard-{RUN}"
+    upload(tiers, build_conda(tmp_path / "dist", name), UPSTREAM)
+    index_url = f"{tiers.primary_url}/{PROXY}/noarch/{shards.SHARD_INDEX}"
+    start = time.monotonic()
+    while True:
+        index = get(tiers, index_url, "partner")
+        assert index.status == 200, index.status
+        named = shards.decode(index.body)["shards"]
+        if name in named:
+            break
+        assert time.monotonic() - start < tiers.proxy_index_validity + 30, "never listed"
+        time.sleep(1)
+    assert "must-revalidate" in (index.headers["Cache-Control"] or ""), index.headers
+    shard_path = f"noarch/{shards.SHARDS_FOLDER}/{named[name].hex()}{shards.SHARD_SUFFIX}"
+    through = get(tiers, f"{tiers.primary_url}/{PROXY}/{shard_path}", "partner")
+    upstream = get(tiers, f"{tiers.primary_url}/{UPSTREAM}/{shard_path}")
+    assert (through.status, upstream.status) == (200, 200)
+    assert through.body == upstream.body
+    assert "immutable" in (through.headers["Cache-Control"] or ""), through.headers
+    records = shards.decode(through.body)["packages.conda"]
+    assert [r["name"] for r in records.values()] == [name]
+    absent = f"noarch/{shards.SHARDS_FOLDER}/{'0' * 64}{shards.SHARD_SUFFIX}"
+    assert get(tiers, f"{tiers.primary_url}/{PROXY}/{absent}", "partner").status == 404
 
 
 def test_upstream_index_changes_show_after_the_validity(tiers: Tiers, tmp_path: Path) -> None:
