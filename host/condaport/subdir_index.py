@@ -15,6 +15,7 @@ the files are now (the index handler's path). Callers hold the channel lock.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import json
 import shutil
@@ -33,11 +34,70 @@ from condaport.packages import SUFFIXES, Rejected
 Changes = Mapping[str, dict | None]  # filename -> its record, None: gone
 
 
+class RowsText:
+    """What is recorded of a subdir's rows, the fingerprint (sha256 of one line per file,
+    in name order) and the rows file (JSON), kept formatted between calls: successive rows
+    of one subdir differ in a few files, and formatting 100,000 rows again costs 0.5 s
+    where joining and hashing the kept text costs 0.03 s."""
+
+    def __init__(self) -> None:
+        self._rows: Rows = {}
+        # Sorted file names, and each one's fingerprint line and rows-file member.
+        self._names: list[str] = []
+        self._lines: list[str] = []
+        self._members: list[str] = []
+        self._digest: str | None = None  # of the kept lines, until they change
+
+    def digest(self, rows: Rows) -> str:
+        self._update(rows)
+        if self._digest is None:
+            self._digest = hashlib.sha256("".join(self._lines).encode()).hexdigest()
+        return self._digest
+
+    def digest_and_json(self, rows: Rows) -> tuple[str, str]:
+        """The fingerprint and the rows file's text."""
+        return self.digest(rows), "{" + ",".join(self._members) + "}"
+
+    def _update(self, rows: Rows) -> None:
+        old = self._rows
+        gone = old.keys() - rows.keys()
+        changed = [name for name, row in rows.items() if old.get(name) != row]
+        if not gone and not changed:
+            return
+        self._digest = None
+        if len(gone) + len(changed) > len(rows) // 16:  # cheaper all at once
+            self._names = sorted(rows)
+            self._lines = [_line(name, rows[name]) for name in self._names]
+            self._members = [_member(name, rows[name]) for name in self._names]
+        else:
+            names = self._names
+            for name in gone:
+                at = bisect.bisect_left(names, name)
+                del names[at], self._lines[at], self._members[at]
+            for name in changed:
+                at = bisect.bisect_left(names, name)
+                line, member = _line(name, rows[name]), _member(name, rows[name])
+                if at < len(names) and names[at] == name:
+                    self._lines[at], self._members[at] = line, member
+                else:
+                    names.insert(at, name)
+                    self._lines.insert(at, line)
+                    self._members.insert(at, member)
+        self._rows = dict(rows)
+
+
+def _line(name: str, row: tuple[int, ...]) -> str:
+    return name + "".join(f"\t{v}" for v in row) + "\n"
+
+
+def _member(name: str, row: tuple[int, ...]) -> str:
+    plain = name.isascii() and name.isprintable() and '"' not in name and "\\" not in name
+    key = f'"{name}"' if plain else json.dumps(name)
+    return f"{key}:[{','.join(str(v) for v in row)}]"
+
+
 def rows_digest(rows: Rows) -> str:
-    digest = hashlib.sha256()
-    for name in sorted(rows):
-        digest.update((name + "".join(f"\t{v}" for v in rows[name]) + "\n").encode())
-    return digest.hexdigest()
+    return RowsText().digest(rows)
 
 
 def fingerprint(subdir_dir: Path) -> str:
@@ -129,6 +189,7 @@ class SubdirIndex:
         # yet read whole into memory; a child returns all of it when it exits.
         self.in_child = in_child
         self._document: repodata.Document | None = None
+        self._rows_text = RowsText()
 
     @classmethod
     def at(
@@ -175,18 +236,18 @@ class SubdirIndex:
             recorded = fingerprint_file(self.state_dir, self.channel, self.subdir).read_text()
         except OSError:
             return False
-        return recorded.strip() == rows_digest(self.rows() if rows is None else rows)
+        return recorded.strip() == self._rows_text.digest(self.rows() if rows is None else rows)
 
     def _record_fingerprint(self, rows: Rows) -> None:
         target = fingerprint_file(self.state_dir, self.channel, self.subdir)
         target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        digest, rows_json = self._rows_text.digest_and_json(rows)
         # The rows first: the fingerprint is what marks the subdir as done.
-        rows_json = json.dumps({k: list(v) for k, v in rows.items()})
         # Not fsynced: a fingerprint lost in a crash only makes the next run index again.
         replace_atomically(
             _rows_file(self.state_dir, self.channel, self.subdir), rows_json.encode(), durable=False
         )
-        replace_atomically(target, (rows_digest(rows) + "\n").encode(), durable=False)
+        replace_atomically(target, (digest + "\n").encode(), durable=False)
 
     def replaced_since_indexed(self, rows: Rows) -> bool:
         """Whether a file the last index saw under a name is now another file of that name

@@ -6,6 +6,7 @@ import errno
 import hashlib
 import json
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -17,7 +18,7 @@ import pytest
 from condaport import index, repodata
 from condaport.channel_files import QUARANTINE
 from condaport.index_backends import RattlerBackend
-from condaport.subdir_index import SubdirIndex
+from condaport.subdir_index import RowsText, SubdirIndex
 from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda, build_same_size_twins, build_tar_bz2
 
@@ -240,3 +241,33 @@ def test_conda_index_backend_runs_where_conda_is_importable(channel) -> None:
     index.run(root, state, None, backend="conda-index", conda_python=conda_python)
     repodata = json.loads((root / "main" / "noarch" / "repodata.json").read_text())
     assert package.name in repodata["packages.conda"]
+
+
+def _digest_as_recorded_before(rows: dict[str, tuple[int, ...]]) -> str:
+    """The fingerprint as every earlier version recorded it (so an upgrade re-indexes
+    nothing): sha256 of `name<TAB>size<TAB>mtime<TAB>inode<TAB>ctime` lines in name order."""
+    digest = hashlib.sha256()
+    for name in sorted(rows):
+        digest.update((name + "".join(f"\t{v}" for v in rows[name]) + "\n").encode())
+    return digest.hexdigest()
+
+
+def test_the_kept_fingerprint_text_follows_every_kind_of_change() -> None:
+    chooser = random.Random(7)
+    text = RowsText()
+    rows = {f"p{n:04d}-1.0-0.tar.bz2": (n, 2 * n, 3 * n, 4 * n) for n in range(400)}
+    rows['odd "name\\ü-1.0-0.conda'] = (1, 2, 3, 4)
+    for step in range(200):
+        roll = chooser.random()
+        if roll < 0.3:
+            rows.pop(chooser.choice(sorted(rows)))
+        elif roll < 0.6:
+            rows[f"n{chooser.randrange(10**6)}-1.0-0.conda"] = (step, 1, 2, 3)
+        elif roll < 0.9:
+            rows[chooser.choice(sorted(rows))] = (step, 9, 9, 9)
+        else:  # many at once (a full index after files were copied in)
+            for name in chooser.sample(sorted(rows), 100):
+                rows[name] = (step, 0, 0, 0)
+        digest, rows_json = text.digest_and_json(rows)
+        assert digest == _digest_as_recorded_before(rows)
+        assert json.loads(rows_json) == {name: list(row) for name, row in rows.items()}
