@@ -33,6 +33,11 @@ SHARD_SUFFIX = ".msgpack.zst"
 SECTIONS = ("packages", "packages.conda")
 # Shards no index names any more stay this long, for clients holding an older index.
 DEFAULT_GRACE_SECONDS = 7 * 86400
+# An edit looks for such shards at most this often (a full index always does): the look
+# lists the whole shards folder, one file per name and per recent change.
+DEFAULT_SWEEP_INTERVAL = 600.0
+# Dated by each sweep, so the next edit knows whether one is due (a dot file: not served).
+SWEPT_MARKER = ".swept"
 _ZSTD_LEVEL = 3
 _HASH_FIELDS = ("sha256", "md5")
 # Making a compressor costs more than compressing one small shard: one per thread, reused
@@ -175,12 +180,35 @@ def sweep(subdir_dir: Path, referenced: Iterable[bytes], grace_seconds: float) -
     except FileNotFoundError:
         return removed
     for entry in entries:
-        if entry.name in keep or not entry.is_file(follow_symlinks=False):
+        if entry.name in keep or entry.name == SWEPT_MARKER:
+            continue
+        if not entry.is_file(follow_symlinks=False):
             continue
         if entry.name.endswith(".partial") or entry.stat(follow_symlinks=False).st_mtime < cutoff:
             Path(entry.path).unlink(missing_ok=True)
             removed.append(entry.name)
     return removed
+
+
+def _sweep_due(subdir_dir: Path, interval: float) -> bool:
+    """Whether the last sweep is `interval` seconds old (or of unknown age)."""
+    if interval <= 0:
+        return True
+    try:
+        swept = os.stat(subdir_dir / SHARDS_FOLDER / SWEPT_MARKER).st_mtime
+    except FileNotFoundError:
+        return True
+    now = time.time()
+    return not swept <= now < swept + interval  # a clock set back counts as due
+
+
+def _mark_swept(subdir_dir: Path) -> None:
+    marker = subdir_dir / SHARDS_FOLDER / SWEPT_MARKER
+    try:
+        os.utime(marker)
+    except FileNotFoundError:
+        if marker.parent.is_dir():  # no shards folder: nothing to sweep next time either
+            marker.touch(mode=0o644)
 
 
 def sync(
@@ -189,12 +217,15 @@ def sync(
     changed: Iterable[str] | None = None,
     *,
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    sweep_interval: float = DEFAULT_SWEEP_INTERVAL,
 ) -> dict[str, bytes]:
     """Bring the shards and the shard index in line with `grouped` (name -> records).
 
     With `changed`, only those names' shards are rendered and the rest of the index is
     taken from the one on disk; without it (or when that index is unusable) every name is
-    rendered (shards already on disk are not rewritten). Returns name -> shard hash.
+    rendered (shards already on disk are not rewritten). Shards no longer named are swept
+    when the last sweep is `sweep_interval` seconds old (0: now). Returns name -> shard
+    hash.
     """
     current = read_index(subdir_dir) if changed is not None else None
     todo = set(grouped) if current is None else set(changed or ())
@@ -208,5 +239,7 @@ def sync(
             updated.pop(name, None)
     if updated != current or not (subdir_dir / SHARD_INDEX).is_file():
         replace_atomically(subdir_dir / SHARD_INDEX, encode_index(subdir_dir.name, updated))
-    sweep(subdir_dir, updated.values(), grace_seconds)
+    if _sweep_due(subdir_dir, sweep_interval):
+        sweep(subdir_dir, updated.values(), grace_seconds)
+        _mark_swept(subdir_dir)
     return updated

@@ -156,7 +156,7 @@ def render_with_backend(channel_dir: Path, subdir: str, backend: Backend, force:
     except repodata.RepodataUnusable as exc:
         raise IndexFailed(f"{backend.name} wrote no usable repodata: {exc}") from None
     changed = shards.changed_names(before, written)
-    shards.sync(subdir_dir, shards.by_name(written), changed)
+    shards.sync(subdir_dir, shards.by_name(written), changed, sweep_interval=0)
 
 
 def listed_records(subdir_dir: Path) -> dict[str, dict]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -120,6 +121,32 @@ def test_in_place_edits_rewrite_only_the_changed_name(subdir: Path, tmp_path: Pa
     assert beta_shard.is_file()
     assert shards.sweep(subdir, final.values(), grace_seconds=0) != []
     assert not beta_shard.exists()
+
+
+def test_edits_sweep_unnamed_shards_at_most_every_interval(subdir: Path, tmp_path: Path) -> None:
+    owner = SubdirIndex.at(subdir.parent, "noarch", tmp_path / "state")
+    owner.rebuild()  # a full index sweeps, and dates the marker
+    before = assert_shards_match_repodata(subdir)
+    old_beta = shards.shard_path(subdir, before["beta"])
+    long_ago = time.time() - shards.DEFAULT_GRACE_SECONDS - 60
+    os.utime(old_beta, (long_ago, long_ago))
+    for version in ("2.0", "3.0"):  # each edit leaves the previous beta shard unnamed
+        added = build_tar_bz2(tmp_path / version, "beta", version)
+        shutil.copy(added, subdir / added.name)
+        record = repodata.package_record(
+            subdir / added.name, sha256="ab" * 32, md5="cd" * 16, size=added.stat().st_size
+        )
+        owner.apply({added.name: record}, owner.rows())
+        assert_shards_match_repodata(subdir)
+    # Past its grace period, but the last sweep was just now: still there.
+    assert old_beta.is_file()
+    marker = subdir / shards.SHARDS_FOLDER / shards.SWEPT_MARKER
+    os.utime(marker, (time.time() - shards.DEFAULT_SWEEP_INTERVAL - 1,) * 2)
+    owner.apply({}, owner.rows())  # any edit once the interval is over sweeps
+    assert not old_beta.exists()
+    assert_shards_match_repodata(subdir)
+    # Shards within their grace period stay (the 2.0 one, unnamed since the 3.0 edit).
+    assert len(list((subdir / shards.SHARDS_FOLDER).glob("*" + shards.SHARD_SUFFIX))) == 3
 
 
 def _free_port() -> int:
