@@ -39,16 +39,22 @@ DEFAULT_SWEEP_INTERVAL = 600.0
 # Dated by each sweep, so the next edit knows whether one is due (a dot file: not served).
 SWEPT_MARKER = ".swept"
 _ZSTD_LEVEL = 3
+# The index is fetched by every solve and is mostly sha256s (32 of every ~43 bytes); its
+# names compress better at 15: measured on 2,050 names, 72.6 kB at 3, 69.4 kB at 15 in
+# 3 ms, no smaller at 19 or 22 (6.5 and 11 ms). Shards stay at 3: 15 saves 2.5 % of a
+# 3 kB shard at 1.9 ms each, 19 s more for a full index of 10,000 names.
+_INDEX_ZSTD_LEVEL = 15
 _HASH_FIELDS = ("sha256", "md5")
 # Making a compressor costs more than compressing one small shard: one per thread, reused
 # (a compressor must not be shared between threads).
 _local = threading.local()
 
 
-def _compress(data: bytes) -> bytes:
-    compressor = getattr(_local, "compressor", None)
+def _compress(data: bytes, level: int = _ZSTD_LEVEL) -> bytes:
+    compressors = _local.__dict__.setdefault("compressors", {})
+    compressor = compressors.get(level)
     if compressor is None:
-        compressor = _local.compressor = zstandard.ZstdCompressor(level=_ZSTD_LEVEL)
+        compressor = compressors[level] = zstandard.ZstdCompressor(level=level)
     return compressor.compress(data)
 
 
@@ -101,7 +107,7 @@ def encode_index(subdir: str, shards: Mapping[str, bytes]) -> bytes:
         },
         "shards": {name: shards[name] for name in sorted(shards)},
     }
-    return _compress(msgpack.packb(index, use_bin_type=True))
+    return _compress(msgpack.packb(index, use_bin_type=True), _INDEX_ZSTD_LEVEL)
 
 
 def changed_names(
