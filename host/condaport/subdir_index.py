@@ -440,7 +440,7 @@ class SubdirIndex:
             quarantined = self.files.screen(self.subdir, changed)
             editing = previous is not None and self.backend.edits_in_place
             if editing and not force and not self.interrupted():
-                edited = self._edit_from(previous)
+                edited = self._edit_from(previous, self.rows() if quarantined else rows)
                 if edited is not None:
                     return quarantined + edited
             try:
@@ -458,12 +458,14 @@ class SubdirIndex:
             raise IndexFailed(str(exc)) from None
         return quarantined
 
-    def _edit_from(self, previous: Rows) -> list[dict[str, str]] | None:
-        """Edit in the records of the files that changed since `previous`; None when there
-        is no repodata to edit. A file whose record cannot be built goes to quarantine."""
+    def _edit_from(self, previous: Rows, rows: Rows) -> list[dict[str, str]] | None:
+        """Edit in the records of the files that changed from `previous` to `rows` (and
+        record `rows` as indexed: the changes and the record come from one look at the
+        files, each look costing a stat per file); None when there is no repodata to
+        edit. A file whose record cannot be built goes to quarantine."""
         if not self.editable():
             return None
-        rows = self.rows()
+        rows = dict(rows)
         changes: dict[str, dict | None] = {name: None for name in previous if name not in rows}
         quarantined = []
         for name in sorted(n for n, row in rows.items() if previous.get(n) != row):
@@ -474,8 +476,9 @@ class SubdirIndex:
             except (Rejected, ValueError, OSError) as exc:
                 quarantined.append(self.files.quarantine(self.subdir, name, str(exc)))
                 changes[name] = None  # an older file of that name was indexed: no longer
+                del rows[name]
         try:
-            self.apply(changes, self.rows())
+            self.apply(changes, rows)
         except repodata.RepodataUnusable:
             return None
         except OSError as exc:  # a full disk: the last good index stays, the subdir stale
