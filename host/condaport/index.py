@@ -63,13 +63,13 @@ def run(
         channel_dir = channels_root / channel
         with channel_lock(state_dir, channel):
             (channel_dir / "noarch").mkdir(exist_ok=True)  # clients always ask for noarch
-            todo = [
-                owner
-                for owner in owners(channels_root, state_dir, channel, backend, conda_python)
-                if force or not owner.is_fresh()
-            ]
-            for owner in todo:
-                moved = owner.refresh(force=force)
+            todo = []
+            for owner in owners(channels_root, state_dir, channel, backend, conda_python):
+                rows = owner.rows()  # one look at the files decides and indexes (a stat each)
+                if force or not owner.is_fresh(rows):
+                    todo.append((owner, rows))
+            for owner, rows in todo:
+                moved = owner.refresh(force=force, rows=rows)
                 if quarantined is not None:
                     quarantined.extend(moved)
                 indexed.setdefault(channel, []).append(owner.subdir)

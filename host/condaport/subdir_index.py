@@ -223,7 +223,7 @@ class SubdirIndex:
         upgrade)."""
         try:
             data = json.loads(_rows_file(self.state_dir, self.channel, self.subdir).read_text())
-            return {name: tuple(int(v) for v in row) for name, row in data.items()}  # type: ignore[misc]
+            return {name: tuple(map(int, row)) for name, row in data.items()}  # type: ignore[misc]
         except (OSError, ValueError, TypeError, AttributeError):
             return None
 
@@ -426,13 +426,13 @@ class SubdirIndex:
                 reason or f"index of {self.channel}/{self.subdir} exited {result.returncode}"
             )
 
-    def refresh(self, *, force: bool = False) -> list[dict[str, str]]:
-        """Bring the index up to date with the files as they are (the index handler's
-        path): files that changed since the last index are screened (unreadable ones go
-        to quarantine), then their records are edited in, or, when that cannot be, the
-        subdir is indexed fully. Returns what was quarantined."""
+    def refresh(self, *, force: bool = False, rows: Rows | None = None) -> list[dict[str, str]]:
+        """Bring the index up to date with the files as they are (`rows`, read now when
+        not given; the index handler's path): files that changed since the last index are
+        screened (unreadable ones go to quarantine), then their records are edited in, or,
+        when that cannot be, the subdir is indexed fully. Returns what was quarantined."""
         previous = self.recorded_rows()
-        rows = self.rows()
+        rows = self.rows() if rows is None else rows
         # Files the last successful index did not see as they are now; all of them when
         # that is unknown (first run, or a host upgraded from a version without them).
         changed = sorted(n for n, row in rows.items() if previous is None or previous.get(n) != row)
