@@ -19,7 +19,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
-from condaport.packages import SUFFIXES, Rejected, check_archive_index, is_package_name
+from condaport.packages import SUFFIXES, Rejected, check_archive_indexes, is_package_name
 
 QUARANTINE = ".quarantine"
 # name -> (size, mtime_ns, inode, ctime_ns). Placing a file is always a rename, so even an
@@ -198,10 +198,12 @@ class ChannelFiles:
         """Quarantine each named file whose index.json the indexer could not read (checked
         as publishing checks it), or that describes another subdir than the one it sits in."""
         moved = []
-        for filename in filenames:
-            path = self.channel_dir / subdir / filename
+        names = list(filenames)
+        paths = [self.channel_dir / subdir / filename for filename in names]
+        for filename, path, facts in zip(names, paths, check_archive_indexes(paths), strict=True):
             try:
-                facts = check_archive_index(path)
+                if isinstance(facts, Rejected):
+                    raise facts
                 if facts.subdir != subdir:
                     raise Rejected(
                         f"info/index.json names subdir {facts.subdir!r},"

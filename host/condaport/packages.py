@@ -763,34 +763,82 @@ def check_index_json(raw: bytes, stem: str | None = None) -> IndexFacts:
     return IndexFacts(name, version, build, subdir)
 
 
-def read_index_json(path: Path) -> bytes:
-    """info/index.json straight from an archive, without extracting it (cheap: the indexer
-    reads no more). Links inside the archive are never followed."""
+# Archives read at once when many are screened. One event loop for all of them, not one
+# per file: screening 10,000 small packages took 8.0 s one at a time, 4.5 s so (about the
+# same from 2 to 256 at once on 2 cores; a few keep memory bounded with large packages,
+# which rattler streams).
+_READ_AT_ONCE = 8
+
+
+def read_index_jsons(paths: list[Path]) -> list[bytes | Rejected]:
+    """info/index.json of each archive, read concurrently, or why it cannot be read."""
     import asyncio
 
     from rattler.package_streaming import PackageArchive
 
-    async def _read() -> bytes | None:
-        archive = await PackageArchive.from_path(path)
-        return await archive.read_file("info/index.json")
+    async def _read_all() -> list[bytes | None | BaseException]:
+        gate = asyncio.Semaphore(_READ_AT_ONCE)
 
-    try:
-        data = asyncio.run(_read())
-    except (KeyboardInterrupt, SystemExit):
-        raise
-    except BaseException as exc:  # rattler panics surface as BaseException
-        raise Rejected(
-            f"cannot read info/index.json from the archive: {_first_line(exc)}"
-        ) from None
-    if data is None:
-        raise Rejected("archive has no info/index.json")
+        async def _read(path: Path) -> bytes | None:
+            async with gate:
+                archive = await PackageArchive.from_path(path)
+                return await archive.read_file("info/index.json")
+
+        return await asyncio.gather(*(_read(p) for p in paths), return_exceptions=True)
+
+    results: list[bytes | Rejected] = []
+    for data in asyncio.run(_read_all()):
+        if isinstance(data, (KeyboardInterrupt, SystemExit)):
+            raise data
+        if isinstance(data, BaseException):  # rattler panics surface as BaseException
+            results.append(
+                Rejected(f"cannot read info/index.json from the archive: {_first_line(data)}")
+            )
+        elif data is None:
+            results.append(Rejected("archive has no info/index.json"))
+        else:
+            results.append(data)
+    return results
+
+
+def read_index_json(path: Path) -> bytes:
+    """info/index.json straight from an archive, without extracting it (cheap: the indexer
+    reads no more). Links inside the archive are never followed."""
+    (data,) = read_index_jsons([path])
+    if isinstance(data, Rejected):
+        raise data
     return data
 
 
 def check_archive_index(path: Path) -> IndexFacts:
     """The index.json check of a file already in a channel (what the indexer will read)."""
-    stem, _ = split_name(path.name)
-    return check_index_json(read_index_json(path), stem)
+    (facts,) = check_archive_indexes([path])
+    if isinstance(facts, Rejected):
+        raise facts
+    return facts
+
+
+def check_archive_indexes(paths: list[Path]) -> list[IndexFacts | Rejected]:
+    """`check_archive_index` of many files at once: each one's facts, or its refusal."""
+    stems: dict[Path, str | Rejected] = {}
+    for path in paths:
+        try:
+            stems[path], _ = split_name(path.name)
+        except Rejected as exc:
+            stems[path] = exc
+    readable = [path for path in paths if not isinstance(stems[path], Rejected)]
+    raw = dict(zip(readable, read_index_jsons(readable), strict=True))
+    results: list[IndexFacts | Rejected] = []
+    for path in paths:
+        stem, data = stems[path], raw.get(path)
+        if isinstance(stem, Rejected) or isinstance(data, Rejected):
+            results.append(stem if isinstance(stem, Rejected) else data)  # type: ignore[arg-type]
+            continue
+        try:
+            results.append(check_index_json(data, stem))  # type: ignore[arg-type]
+        except Rejected as exc:
+            results.append(exc)
+    return results
 
 
 def _check_run_exports(raw: bytes) -> None:

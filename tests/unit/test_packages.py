@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from condaport.packages import Rejected, check_archive_index, inspect_package
+from condaport.packages import (
+    Rejected,
+    check_archive_index,
+    check_archive_indexes,
+    inspect_package,
+)
 from tests.support.pkgbuild import build_conda, build_tar_bz2
 
 
@@ -163,6 +168,31 @@ def test_the_same_check_reads_index_json_straight_from_an_archive(tmp_path: Path
     bad = build_tar_bz2(tmp_path, "direct-bad", index_overrides={"depends": [123]})
     with pytest.raises(Rejected, match="depends must be a list of strings"):
         check_archive_index(bad)
+
+
+def test_many_archives_are_checked_at_once_as_one_at_a_time(tmp_path: Path) -> None:
+    """The index handler screens every changed file in one go (read concurrently): each
+    file gets the facts or the refusal it gets alone, in order."""
+    for folder in "abcdefg":
+        (tmp_path / folder).mkdir()
+    files = [
+        build_conda(tmp_path / "a", "one", "1.0", "h1_0", subdir="linux-64"),
+        _truncated(tmp_path / "b"),
+        build_tar_bz2(tmp_path / "c", "two"),
+        _garbage(tmp_path / "d"),
+        _renamed(tmp_path / "e"),
+        _zero(tmp_path / "f"),
+        build_tar_bz2(tmp_path / "g", "three", index_overrides={"depends": [123]}),
+    ]
+    alone: list[object] = []
+    for path in files:
+        try:
+            alone.append(check_archive_index(path))
+        except Rejected as exc:
+            alone.append(str(exc))
+    together = [str(r) if isinstance(r, Rejected) else r for r in check_archive_indexes(files)]
+    assert together == alone
+    assert [isinstance(r, str) for r in together] == [False, True, False, True, True, True, True]
 
 
 # Item 4: info/paths.json and info/files may only name files inside the package. The
