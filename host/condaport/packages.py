@@ -820,19 +820,29 @@ def check_archive_index(path: Path) -> IndexFacts:
 
 def check_archive_indexes(paths: list[Path]) -> list[IndexFacts | Rejected]:
     """`check_archive_index` of many files at once: each one's facts, or its refusal."""
-    stems: dict[Path, str | Rejected] = {}
+    results: list[IndexFacts | Rejected] = []
+    for start in range(0, len(paths), _CHECKED_PER_LOOP):  # index.json bytes held per chunk
+        results += _check_archive_chunk(paths[start : start + _CHECKED_PER_LOOP])
+    return results
+
+
+_CHECKED_PER_LOOP = 1000
+
+
+def _check_archive_chunk(paths: list[Path]) -> list[IndexFacts | Rejected]:
+    stems: list[str | Rejected] = []
     for path in paths:
         try:
-            stems[path], _ = split_name(path.name)
+            stems.append(split_name(path.name)[0])
         except Rejected as exc:
-            stems[path] = exc
-    readable = [path for path in paths if not isinstance(stems[path], Rejected)]
-    raw = dict(zip(readable, read_index_jsons(readable), strict=True))
+            stems.append(exc)
+    named = [path for path, stem in zip(paths, stems, strict=True) if isinstance(stem, str)]
+    read = iter(read_index_jsons(named))
     results: list[IndexFacts | Rejected] = []
-    for path in paths:
-        stem, data = stems[path], raw.get(path)
-        if isinstance(stem, Rejected) or isinstance(data, Rejected):
-            results.append(stem if isinstance(stem, Rejected) else data)  # type: ignore[arg-type]
+    for stem in stems:
+        data = stem if isinstance(stem, Rejected) else next(read)
+        if isinstance(data, Rejected):
+            results.append(data)
             continue
         try:
             results.append(check_index_json(data, stem))  # type: ignore[arg-type]
