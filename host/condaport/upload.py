@@ -193,11 +193,16 @@ def parse_target(path: str) -> Target:
 
 class PageRefresher(threading.Thread):
     """Rewrites the browse pages of channels that changed, at most every `interval` seconds
-    and off the request path: the page is for people, the repodata for installs."""
+    and off the request path: the page is for people, the repodata for installs. A page
+    that took long to render (seconds at 100,000 packages) waits `PACING` times as long
+    before the next, so rendering never takes more than a small share of the service."""
+
+    PACING = 5.0
 
     def __init__(self, service: UploadService, interval: float = 2.0) -> None:
         super().__init__(daemon=True, name="browse-pages")
         self.service, self.interval = service, interval
+        self.pause = interval
         self._dirty: set[str] = set()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -210,12 +215,14 @@ class PageRefresher(threading.Thread):
     def run(self) -> None:
         while True:
             self._wake.wait()
-            time.sleep(self.interval)
+            time.sleep(self.pause)
             with self._lock:
                 todo, self._dirty = self._dirty, set()
                 self._wake.clear()
+            started = time.monotonic()
             for channel in sorted(todo):
                 self._refresh(channel)
+            self.pause = max(self.interval, self.PACING * (time.monotonic() - started))
 
     def _refresh(self, channel: str) -> None:
         """Without the channel lock: the page is rendered from repodata files that are

@@ -608,3 +608,38 @@ def test_promotion_from_an_anonymous_channel_and_a_move(host: Host, tmp_path: Pa
     assert package.name in host.listed_in("other")
     assert package.name not in host.listed()
     assert not host.staged()
+
+
+def test_a_slow_browse_page_paces_the_next_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """At 100,000 packages a page takes seconds: the refresher waits five times as long
+    before the next, so rendering takes at most a sixth of the service's time."""
+    import time
+
+    from condaport import upload
+    from condaport.config import HostConfig
+
+    class Service:
+        def host(self) -> HostConfig:
+            return HostConfig(tmp_path, tmp_path)
+
+    rendered: list[float] = []
+
+    def slow_page(*_: object) -> None:
+        rendered.append(time.monotonic())
+        time.sleep(0.2)
+
+    monkeypatch.setattr(upload, "write_channel_page", slow_page)
+    refresher = upload.PageRefresher(Service(), interval=0.05)  # type: ignore[arg-type]
+    refresher.start()
+    refresher.request("main")
+    deadline = time.monotonic() + 5
+    while len(rendered) < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    time.sleep(0.25)
+    refresher.request("main")
+    while len(rendered) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(rendered) == 2
+    assert rendered[1] - rendered[0] >= 0.2 + 5 * 0.2 * 0.9
