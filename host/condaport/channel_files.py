@@ -36,8 +36,8 @@ def visible_folders(parent: Path) -> list[str]:
     return sorted(p.name for p in parent.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def row_of(path: Path) -> tuple[int, int, int, int]:
-    info = path.stat()
+def row_of(info: os.stat_result) -> tuple[int, int, int, int]:
+    """What identifies a package file's content in the fingerprint, from its stat."""
     return (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
 
 
@@ -50,8 +50,7 @@ def package_rows(subdir_dir: Path) -> Rows:
                 continue
             if not entry.is_file(follow_symlinks=False):
                 continue
-            st = entry.stat(follow_symlinks=False)
-            rows[entry.name] = (st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns)
+            rows[entry.name] = row_of(entry.stat(follow_symlinks=False))
     return rows
 
 
@@ -133,11 +132,9 @@ class ChannelFiles:
             and not entry.is_symlink()
         ]
 
-    def place(self, staged: Path, subdir: str, filename: str) -> tuple[int, int, int, int]:
-        """Move a validated staged file in as `subdir/filename`; returns its row."""
-        target = self.channel_dir / subdir / filename
-        move_into_place(staged, target)
-        return row_of(target)
+    def place(self, staged: Path, subdir: str, filename: str) -> None:
+        """Move a validated staged file in as `subdir/filename`."""
+        move_into_place(staged, self.channel_dir / subdir / filename)
 
     def delete(self, subdir: str, filename: str) -> bool:
         """Delete one package file; False when there was none."""

@@ -10,10 +10,9 @@ JSON report on stdout, for the playbook.
 from __future__ import annotations
 
 import argparse
-import contextlib
+import functools
 import json
 import sys
-from collections.abc import Iterator
 
 from condaport.account import AccountError, become_writer
 from condaport.adjustments import BadAdjustment, check_file
@@ -63,12 +62,7 @@ def _indexes(host: HostConfig) -> Indexes:
 
 
 def _hold(host: HostConfig) -> Hold:
-    @contextlib.contextmanager
-    def hold(channel: str) -> Iterator[None]:
-        with channel_lock(host.state_dir, channel, timeout=LOCK_TIMEOUT):
-            yield
-
-    return hold
+    return functools.partial(channel_lock, host.state_dir, timeout=LOCK_TIMEOUT)
 
 
 def _adjust(host: HostConfig, only: list[str] | None, dry_run: bool) -> dict[str, object]:

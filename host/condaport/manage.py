@@ -145,17 +145,15 @@ def converge(
     what is declared, take back inventory entries no longer declared; what was set over
     HTTPS is left alone unless the inventory now declares that file. A declared package
     not published yet is adjusted from its first upload on."""
-    for where, patch in declared_patches.items():
+    for where in (*declared_patches, *declared_broken):
         adjustments.check_file(where)
-        adjustments.check_patch(patch)
-    for where in declared_broken:
-        adjustments.check_file(where)
+    checked = {where: adjustments.check_patch(p) for where, p in declared_patches.items()}
     current = adjustments.load(host.state_dir, channel)
     plan: list[tuple[str, str, object]] = []
-    for where, patch in sorted(declared_patches.items()):
+    for where, fields in sorted(checked.items()):
         entry = current.patches.get(where)
-        if entry is None or entry.get("fields") != adjustments.check_patch(patch):
-            plan.append(("patch", where, patch))
+        if entry is None or entry.get("fields") != fields:
+            plan.append(("patch", where, fields))
     for where, entry in sorted(current.patches.items()):
         if entry.get("source") == "inventory" and where not in declared_patches:
             plan.append(("patch", where, None))

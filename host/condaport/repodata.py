@@ -162,13 +162,19 @@ def _key(name: str) -> str:
     return _STRING.encode(name)
 
 
-def _name_in(member: str) -> str:
-    """The package name of an encoded `"file":{record}` member (its record is one JSON
-    object after the key): looked up directly, not by searching every name's files."""
+def _record_in(member: str) -> dict | None:
+    """The record of an encoded `"file":{record}` member (one JSON object after the key)."""
     decoder = json.JSONDecoder()
     _, end = decoder.raw_decode(member)  # the key: a file name may itself hold a ':'
     record, _ = decoder.raw_decode(member, end + 1)
-    return str(record.get("name", "")) if isinstance(record, dict) else ""
+    return record if isinstance(record, dict) else None
+
+
+def _name_in(member: str) -> str:
+    """The package name of an encoded member: looked up directly, not by searching every
+    name's files."""
+    record = _record_in(member)
+    return str(record.get("name", "")) if record is not None else ""
 
 
 def _member(name: str, record: object) -> str:
@@ -206,15 +212,7 @@ class Document:
 
     def record(self, filename: str) -> dict | None:
         member = self.encoded.get(section_for(filename), {}).get(filename)
-        if member is None:
-            return None
-        decoder = json.JSONDecoder()
-        _, end = decoder.raw_decode(member)
-        record, _ = decoder.raw_decode(member, end + 1)
-        return record if isinstance(record, dict) else None
-
-    def filenames(self) -> list[str]:
-        return sorted(name for members in self.encoded.values() for name in members)
+        return None if member is None else _record_in(member)
 
     def records(self) -> dict[str, dict]:
         """filename -> record of every package listed."""

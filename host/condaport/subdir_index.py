@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from condaport import adjustments, repodata, shards
-from condaport.channel_files import ChannelFiles, NotAFolder, Rows, package_rows
+from condaport.channel_files import ChannelFiles, NotAFolder, Rows, row_of
 from condaport.config import CHANNEL_NAME
 from condaport.files import dated_after_their_predecessors, replace_atomically
 from condaport.index_backends import Backend, IndexFailed, RattlerBackend
@@ -100,11 +100,6 @@ def rows_digest(rows: Rows) -> str:
     return RowsText().digest(rows)
 
 
-def fingerprint(subdir_dir: Path) -> str:
-    """Hash of the package files' names, sizes, mtimes, inodes and ctimes: changes on any write."""
-    return rows_digest(package_rows(subdir_dir))
-
-
 def state_folder(state_dir: Path, channel: str) -> Path:
     """Where a channel's index state lives (one file pair per subdir)."""
     return state_dir / "fingerprints" / channel
@@ -118,7 +113,7 @@ def _rows_file(state_dir: Path, channel: str, subdir: str) -> Path:
     return state_folder(state_dir, channel) / f"{subdir}.files.json"
 
 
-def digests(path: Path) -> tuple[str, str, int]:
+def _digests(path: Path) -> tuple[str, str, int]:
     """sha256, md5 and size of a file, in one read."""
     sha256, md5, size = hashlib.sha256(), hashlib.md5(usedforsecurity=False), 0
     with path.open("rb") as handle:
@@ -127,6 +122,12 @@ def digests(path: Path) -> tuple[str, str, int]:
             md5.update(block)
             size += len(block)
     return sha256.hexdigest(), md5.hexdigest(), size
+
+
+def record_from_file(path: Path) -> dict:
+    """The record of a placed package file, its digests taken in one read."""
+    sha256, md5, size = _digests(path)
+    return repodata.package_record(path, sha256=sha256, md5=md5, size=size)
 
 
 def index_files(channel_dir: Path, subdir: str) -> list[Path]:
@@ -282,13 +283,6 @@ class SubdirIndex:
             return False
         return True
 
-    def records(self) -> dict[str, dict]:
-        """filename -> record of every package the index lists ({} without repodata)."""
-        try:
-            return self.document().records()
-        except repodata.RepodataUnusable:
-            return {}
-
     # -- changing it -----------------------------------------------------------------------
 
     def apply(self, changes: Changes, rows: Rows) -> None:
@@ -296,8 +290,13 @@ class SubdirIndex:
         record `rows` (the files as they are now) as indexed. Records are published as the
         channel's adjustments say (patched, or left out when marked broken).
         RepodataUnusable when there is no repodata to edit; the caller then rebuilds."""
-        document = self.document()
-        adjusted = self._adjustments()
+        self._publish(self.document(), changes, self._adjustments())
+        self._record_fingerprint(rows)
+
+    def _publish(
+        self, document: repodata.Document, changes: Changes, adjusted: adjustments.Adjustments
+    ) -> None:
+        """Set each file's record as the adjustments say, and write the index files."""
         touched: set[str] = set()
         for filename, record in changes.items():
             if record is not None:
@@ -305,7 +304,6 @@ class SubdirIndex:
             touched |= document.set(filename, record)
         self._mark_removed(document, adjusted)
         self._write(document, touched)
-        self._record_fingerprint(rows)
 
     def _adjustments(self) -> adjustments.Adjustments:
         try:
@@ -328,13 +326,11 @@ class SubdirIndex:
             if not self.backend.edits_in_place:
                 return  # its records came from the files: nothing patched is left over
             rows = self.rows()
-        changes: dict[str, dict | None] = {}
-        for filename in filenames:
-            path = self.folder / filename
-            if not path.is_file():
-                continue
-            sha256, md5, size = digests(path)
-            changes[filename] = repodata.package_record(path, sha256=sha256, md5=md5, size=size)
+        changes: Changes = {
+            name: record_from_file(self.folder / name)
+            for name in filenames
+            if (self.folder / name).is_file()
+        }
         self.apply(changes, rows)
 
     def _reapply(self) -> None:
@@ -344,13 +340,9 @@ class SubdirIndex:
         document = self.document()
         if not names and "removed" not in document.top:
             return
-        touched: set[str] = set()
-        for filename in sorted(names):
-            record = document.record(filename)
-            if record is not None:
-                touched |= document.set(filename, adjusted.adjusted(self.subdir, filename, record))
-        self._mark_removed(document, adjusted)
-        self._write(document, touched)
+        listed = {name: document.record(name) for name in sorted(names)}
+        changes = {name: record for name, record in listed.items() if record is not None}
+        self._publish(document, changes, adjusted)
 
     def _begin_writing(self) -> None:
         """The index files are about to change: until the new fingerprint is recorded, the
@@ -386,8 +378,7 @@ class SubdirIndex:
                 if record is None:
                     rows.pop(filename, None)
                 else:
-                    info = (self.folder / filename).stat()
-                    rows[filename] = (info.st_size, info.st_mtime_ns, info.st_ino, info.st_ctime_ns)
+                    rows[filename] = row_of((self.folder / filename).stat())
             try:
                 self.apply(changes, rows)
             except repodata.RepodataUnusable:
@@ -469,10 +460,8 @@ class SubdirIndex:
         changes: dict[str, dict | None] = {name: None for name in previous if name not in rows}
         quarantined = []
         for name in sorted(n for n, row in rows.items() if previous.get(n) != row):
-            path = self.folder / name
             try:
-                sha256, md5, size = digests(path)
-                changes[name] = repodata.package_record(path, sha256=sha256, md5=md5, size=size)
+                changes[name] = record_from_file(self.folder / name)
             except (Rejected, ValueError, OSError) as exc:
                 quarantined.append(self.files.quarantine(self.subdir, name, str(exc)))
                 changes[name] = None  # an older file of that name was indexed: no longer

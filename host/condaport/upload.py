@@ -43,6 +43,7 @@ from __future__ import annotations
 
 import argparse
 import errno
+import functools
 import hashlib
 import json
 import logging
@@ -56,7 +57,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -80,7 +80,7 @@ from condaport.locking import LockTimeout
 from condaport.manage import promote, set_broken, set_patch
 from condaport.packages import Rejected, split_name
 from condaport.rights import DEFAULT_PATH as DEFAULT_SETTINGS
-from condaport.rights import IDENTITY, Settings, SettingsError, SettingsFile
+from condaport.rights import IDENTITY, Grant, Settings, SettingsError, SettingsFile
 from condaport.service import listener_from_args
 from condaport.subdir_index import Indexes
 
@@ -491,9 +491,7 @@ class UploadHandler(BaseHTTPRequestHandler):
         if (self.command == "POST") != (target.api == "quetz"):
             raise Answer(405, f"{self.command} is not how this API uploads")
         host = service.host()
-        channel = host.channel(target.channel) if CHANNEL_NAME.match(target.channel) else None
-        if channel is None or not (host.channels_root / target.channel).is_dir():
-            raise Answer(404, f"no channel {target.channel!r} on this host")
+        channel = self._local_channel(host, target.channel)
         settings = service.settings.current()
         grant = settings.grant(self.identity, channel.name)
         if grant is None:
@@ -589,13 +587,10 @@ class UploadHandler(BaseHTTPRequestHandler):
             raise Answer(403, f"{self.identity} may not upload to channel {channel.name!r}")
         body = self._json_body() if self.command == "POST" else {}
         indexes = service.indexes()
-
-        def hold(name: str) -> AbstractContextManager[object]:
-            return service.guard.hold(host.state_dir, name, settings.lock_timeout)
-
+        hold = functools.partial(service.guard.hold, host.state_dir, timeout=settings.lock_timeout)
         try:
             if managed.action == "promote":
-                return self._promote(host, channel, body, settings)
+                return self._promote(host, channel, grant, body, settings)
             if not grant.overwrite:
                 raise Answer(
                     403,
@@ -633,7 +628,12 @@ class UploadHandler(BaseHTTPRequestHandler):
         return channel
 
     def _promote(
-        self, host: HostConfig, target: ChannelConfig, body: dict, settings: Settings
+        self,
+        host: HostConfig,
+        target: ChannelConfig,
+        target_grant: Grant,
+        body: dict,
+        settings: Settings,
     ) -> tuple[int, dict]:
         if self.command != "POST":
             raise Answer(405, "a promotion is a POST")
@@ -646,7 +646,6 @@ class UploadHandler(BaseHTTPRequestHandler):
         source = self._local_channel(host, source_name)
         if not settings.may_read(self.identity, source.name):
             raise Answer(403, f"{self.identity} may not read channel {source.name!r}")
-        target_grant = settings.grant(self.identity, target.name)
         source_grant = settings.grant(self.identity, source.name)
         if move and not (source_grant and source_grant.overwrite):
             raise Answer(403, f"{self.identity} may not delete in channel {source.name!r}")
@@ -657,13 +656,11 @@ class UploadHandler(BaseHTTPRequestHandler):
                 host, source, target, where,
                 staging=service.staging_root(),
                 move=move,
-                overwrite=force and bool(target_grant and target_grant.overwrite),
+                overwrite=force and target_grant.overwrite,
                 guard=service.guard,
                 lock_timeout=settings.lock_timeout,
                 indexes=service.indexes(),
-                uploader_without_delete_right=(
-                    None if target_grant and target_grant.overwrite else self.identity
-                ),
+                uploader_without_delete_right=None if target_grant.overwrite else self.identity,
             )  # fmt: skip
         except Rejected as exc:
             raise Answer(rejected_status(exc), str(exc), **described) from None

@@ -4,9 +4,8 @@ through full index runs; the inventory's declared list converged; promotion."""
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -34,12 +33,7 @@ def site(tree: ChannelTree) -> HostConfig:
 
 
 def _hold(host: HostConfig) -> manage.Hold:
-    @contextlib.contextmanager
-    def hold(channel: str) -> Iterator[None]:
-        with channel_lock(host.state_dir, channel):
-            yield
-
-    return hold
+    return functools.partial(channel_lock, host.state_dir)
 
 
 def _indexes(host: HostConfig) -> Indexes:

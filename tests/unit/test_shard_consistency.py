@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -47,12 +46,7 @@ class Subdir:
         )  # fmt: skip
 
     def hold(self, channel: str) -> contextlib.AbstractContextManager[None]:
-        @contextlib.contextmanager
-        def held() -> Iterator[None]:
-            with channel_lock(self.host.state_dir, channel):
-                yield
-
-        return held()
+        return channel_lock(self.host.state_dir, channel)
 
     def problems(self) -> list[str]:
         def get(name: str) -> bytes | None:
