@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from condaport.files import replace_atomically
-from condaport.packages import Rejected, split_name
+from condaport.packages import SUBDIR, Rejected, split_name
 
 FOLDER = "adjustments"
 # The fields of a record a patch may set: what a solver reads to decide what goes together,
@@ -44,7 +44,7 @@ class BadAdjustment(ValueError):
 def check_file(where: str) -> tuple[str, str]:
     """`<subdir>/<file>` as (subdir, filename), refused unless both are plain names."""
     subdir, _, filename = where.partition("/")
-    if not subdir or not filename or "/" in filename or subdir.startswith("."):
+    if not SUBDIR.match(subdir) or not filename or "/" in filename:
         raise BadAdjustment(f"{where!r} is not <subdir>/<package file>")
     try:
         split_name(filename)

@@ -63,7 +63,7 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import parse_qs, quote, unquote, urlsplit
 
-from condaport.adjustments import BadAdjustment
+from condaport.adjustments import BadAdjustment, check_file
 from condaport.browse import write_channel_page
 from condaport.config import (
     CHANNEL_NAME,
@@ -640,6 +640,8 @@ class UploadHandler(BaseHTTPRequestHandler):
         source_name, where = body.get("from"), body.get("file")
         if not isinstance(source_name, str) or not isinstance(where, str):
             raise Answer(400, 'a promotion names {"from": "<channel>", "file": "<subdir>/<file>"}')
+        # Checked before it is echoed in an answer (and so in the journal's line).
+        check_file(where)
         move, force = body.get("move", False), body.get("force", False)
         if not isinstance(move, bool) or not isinstance(force, bool):
             raise Answer(400, "move and force are true or false")

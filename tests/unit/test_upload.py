@@ -637,3 +637,14 @@ def test_a_slow_browse_page_paces_the_next_one() -> None:
         time.sleep(0.01)
     assert len(rendered) == 2
     assert rendered[1] - rendered[0] >= 0.2 + 5 * 0.2 * 0.9
+
+
+def test_a_promotion_file_is_checked_before_it_is_echoed(host: Host, tmp_path: Path) -> None:
+    """The body's file name reaches the answer, and with it the journal's line, only once
+    it is a plain <subdir>/<file>: a newline in it could forge a log line."""
+    _with_readers(host, {"main": ["user:bob"]}, [])
+    body = {"from": "main", "file": "noarch\nforged: 201 added/x-1.0-0.conda"}
+    status, answer, _ = _manage(host, "POST", "other/promote", body, identity="user:bob")
+    assert status == 400, answer
+    assert "file" not in answer
+    assert "\n" not in answer["error"]
