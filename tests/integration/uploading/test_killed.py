@@ -34,10 +34,15 @@ def test_the_service_killed_mid_upload_serves_nothing_half_placed(
     before = listed(site, "main")
     package = build_large_conda(tmp_path / "dist", 3 * 1024 * 1024, name=f"interrupted-{RUN}")
     name = package.name
+    # The service's pid is looked up before, and killed directly: `systemctl kill` takes
+    # tens of milliseconds over D-Bus, long enough for a small upload to be placed and
+    # indexed (the faster uploads of 0.11.0 were, once, in CI).
     watch = (
-        "for i in $(seq 60000); do"
+        "pid=$(systemctl show --property=MainPID --value condaport-upload.service);"
+        ' [ "$pid" -gt 0 ] || exit 2;'
+        " for i in $(seq 60000); do"
         f" if ls {STAGING}/*/{name} >/dev/null 2>&1; then"
-        " systemctl kill --signal=SIGKILL condaport-upload.service && echo killed; exit 0;"
+        ' kill -KILL "$pid" && echo killed; exit 0;'
         " fi; sleep 0.002; done; exit 1"
     )
     watcher = subprocess.Popen(
