@@ -24,6 +24,7 @@ help:
 	@echo "make demo   - a channel host in a local container, a package published and installed over HTTPS"
 	@echo "make test   - lint, unit tests and the Molecule scenarios"
 	@echo "make bench  - benchmarks (print numbers)"
+	@echo "make collection - the condaport.channels artifact (artifacts/collection/), wheel inside"
 	@echo "make clean  - remove the demo container and generated artifacts"
 
 .PHONY: system-deps
@@ -76,6 +77,10 @@ molecule: images
 
 .PHONY: test
 test: lint unit molecule
+
+.PHONY: collection
+collection: deps
+	scripts/build-collection.sh artifacts/collection
 
 .PHONY: demo
 demo: images

@@ -20,7 +20,6 @@ import stat
 import tarfile
 import time
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import BinaryIO
 
@@ -36,21 +35,11 @@ from condaport.publish import (
     prune,
     validate,
 )
+from condaport.release import installed_build, installed_version
 
 _AGE = re.compile(r"^([0-9]+)([smhdw]?)$")
 _UNIT = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 BUNDLE_PREFIX = "publish-"
-
-
-class VersionMismatch(RuntimeError):
-    """The host's condaport is not the one the playbook was written for."""
-
-
-def installed_version() -> str:
-    try:
-        return version("condaport")
-    except PackageNotFoundError:
-        return "unknown"
 
 
 def age_seconds(text: str) -> int:
@@ -205,6 +194,7 @@ class Report:
             "errors": self.errors,
             "changed": self.changed,
             "version": installed_version(),
+            "build": installed_build(),
         }
 
 

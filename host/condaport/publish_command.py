@@ -14,7 +14,7 @@ import json
 import sys
 from pathlib import Path
 
-from condaport import batch, publish
+from condaport import batch, publish, release
 from condaport.account import AccountError, become_writer
 from condaport.cli import exit_now
 from condaport.config import CHANNEL_NAME, ConfigError, HostConfig, host_options, resolve
@@ -69,20 +69,21 @@ def _parser() -> argparse.ArgumentParser:
     run.add_argument("--keep-versions", type=int, default=0)
     run.add_argument("--staging-max-age", default="1d", help="find syntax: 90, 30m, 12h, 1d")
     run.add_argument(
-        "--expect-version",
-        help="fail unless the installed condaport is this version (the playbook's)",
+        "--expect-build",
+        metavar="SHA256",
+        help="fail unless the installed condaport came from this wheel (the controller's)",
     )
     return parser
 
 
 def _publish_run(host: HostConfig, args: argparse.Namespace) -> int:
     """`publish`: everything in one process; one JSON report on stdout, always."""
-    installed = batch.installed_version()
-    if args.expect_version and args.expect_version != installed:
+    installed = release.installed_build()
+    if args.expect_build and args.expect_build != installed:
         print(
-            f"condaport-publish: condaport {installed} is installed on this host, but the"
-            f" playbook is condaport {args.expect_version}: converge the host first"
-            " (site.yml or playbooks/channel.yml)",
+            f"condaport-publish: this host runs condaport {release.installed_version()} from"
+            f" the wheel with sha256 {installed}, but the controller would install the wheel"
+            f" with sha256 {args.expect_build}: converge the host first (site.yml)",
             file=sys.stderr,
         )
         return EXIT_VERSION

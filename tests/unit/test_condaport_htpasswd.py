@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-MODULE = Path(__file__).resolve().parents[2] / "roles/condaport_nginx/library/condaport_htpasswd.py"
+MODULE = Path(__file__).resolve().parents[2] / "plugins/modules/condaport_htpasswd.py"
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)

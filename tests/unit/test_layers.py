@@ -31,7 +31,7 @@ LAYERS = {
     "owned": {"repodata", "provenance", "adjustments"},
     "settings": {"config", "rights"},
     "formats": {"packages", "shards"},
-    "primitives": {"files", "locking", "account", "cli", "service"},
+    "primitives": {"files", "locking", "account", "cli", "service", "release"},
 }
 RANK = {
     module: rank for rank, members in enumerate(reversed(LAYERS.values())) for module in members

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from condaport import batch
+from condaport import batch, release
 from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda, build_tar_bz2
 
@@ -130,13 +130,13 @@ def test_a_path_trick_in_a_removal_is_refused_before_anything_happens(tree) -> N
     assert code == 1 and report == {} and "../../etc/passwd" in err
 
 
-def test_another_installed_version_is_refused_before_anything_happens(tree, tmp_path: Path) -> None:
+def test_another_installed_build_is_refused_before_anything_happens(tree, tmp_path: Path) -> None:
     bundle = bundle_of(tree, build_tar_bz2(tmp_path / "dist", "early"))
-    code, report, err = run(tree, "--bundle", str(bundle), "--expect-version", "0.0.1")
+    code, report, err = run(tree, "--bundle", str(bundle), "--expect-build", "0" * 64)
     assert code == 4 and report == {}
-    assert f"condaport {batch.installed_version()} is installed" in err and "converge" in err
+    assert f"sha256 {release.installed_build()}" in err and "converge" in err
     assert not (tree.root / "main/noarch/early-1.0-0.tar.bz2").exists()
-    code, _, err = run(tree, "--bundle", str(bundle), "--expect-version", batch.installed_version())
+    code, _, err = run(tree, "--bundle", str(bundle), "--expect-build", release.installed_build())
     assert code == 0, err
 
 

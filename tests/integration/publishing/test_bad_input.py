@@ -232,6 +232,25 @@ def test_bad_variable_fails_with_a_message_and_changes_nothing(
     installs(channel, tmp_path, "base-tool")
 
 
+def test_a_host_running_another_build_refuses_the_publish(
+    channel: Channel, baseline: set[str], tmp_path: Path
+) -> None:
+    """The host compares the wheel pip installed (its sha256, recorded at installation) with
+    the one the controller would install. A controller whose checkout differs by one byte of
+    host code names another checksum; extra vars stand in for it here."""
+    before = listed(channel)
+    build_tar_bz2(tmp_path, "other-build")
+    other = "0" * 64
+    result = playbook(
+        "publish.yml",
+        {"condaport_publish_source_dir": str(tmp_path), "condaport_tools_wheel_checksum": other},
+    )
+    assert result.returncode != 0
+    assert f"controller would install the wheel with sha256 {other}" in said(result)
+    assert "converge the host first" in said(result)
+    assert listed(channel) == before
+
+
 def test_a_mixed_batch_places_the_good_files_and_fails_naming_the_bad(
     channel: Channel, baseline: set[str], tmp_path: Path
 ) -> None:
