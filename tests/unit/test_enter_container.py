@@ -5,6 +5,7 @@ run through the helper must end up with exactly that, not with the caller's full
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 import time
@@ -101,3 +102,26 @@ def test_exit_status_and_a_missing_container(container) -> None:
     gone = enter(2**22 + 1, cgroup_path, "true")
     assert gone.returncode == 125
     assert "enter_container:" in gone.stderr
+
+
+def load_helper():
+    spec = importlib.util.spec_from_file_location("enter_container", HELPER)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_hierarchy_mounted_elsewhere_is_joined_only_where_the_container_left_its_root() -> None:
+    """The kernel lists every hierarchy mounted in any namespace; one the host never mounted
+    (another container's systemd mounted perf_event) holds the container at its root, like
+    every process: nothing to join. Moved below its root there, the task could not follow."""
+    helper = load_helper()
+    legacy = {frozenset({"memory"}): "/sys/fs/cgroup/memory"}
+    listed = "13:perf_event:/\n4:memory:/machine/c1/init.scope\n0::/machine/c1/init.scope\n"
+    paths = helper.cgroup_procs_paths(listed, "/machine/c1", legacy, "/sys/fs/cgroup/unified")
+    assert paths == [
+        "/sys/fs/cgroup/memory/machine/c1/cgroup.procs",
+        "/sys/fs/cgroup/unified/machine/c1/cgroup.procs",
+    ]
+    with pytest.raises(helper.EnterError, match="perf_event"):
+        helper.cgroup_procs_paths("13:perf_event:/machine/c1\n", "/machine/c1", legacy, None)

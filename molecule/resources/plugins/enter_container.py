@@ -104,29 +104,47 @@ def cgroup_mounts() -> tuple[dict[frozenset[str], str], str | None]:
     return legacy, unified
 
 
-def open_cgroup_procs(container_process: int, container_cgroup: str) -> list[int]:
-    """The cgroup.procs file, in each hierarchy, of the cgroup `podman exec` would use.
+def cgroup_procs_paths(
+    container_cgroups: str,
+    container_cgroup: str,
+    legacy: dict[frozenset[str], str],
+    unified: str | None,
+) -> list[str]:
+    """The cgroup.procs paths, one per hierarchy, of the cgroup `podman exec` would use.
 
     That is the container's own cgroup (a systemd inside the container moves itself one
     level down, into init.scope, where commands do not belong); a hierarchy in which the
-    container's main process is not below it keeps that process's cgroup.
+    container's main process is not below it keeps that process's cgroup. A hierarchy that
+    is mounted only in some other mount namespace (another container's systemd may mount
+    one the host never did) is listed by the kernel all the same: where the container sits
+    at its root, as every process does until moved, there is nothing to join.
     """
-    legacy, unified = cgroup_mounts()
-    procs = []
-    for line in read_text("cgroup", dir_fd=container_process).splitlines():
+    paths = []
+    for line in container_cgroups.splitlines():
         hierarchy, controllers, path = line.split(":", 2)
         if hierarchy == "0" and not controllers:
             mount_point = unified
         else:
             mount_point = legacy.get(frozenset(controllers.split(",")))
         if mount_point is None:
+            if path == "/":
+                continue
             raise EnterError(f"the cgroup hierarchy {line!r} is not mounted on the host")
         container_root = container_cgroup.rstrip("/")
         if path == container_root or path.startswith(container_root + "/"):
             path = container_root
-        target = os.path.join(mount_point, path.lstrip("/"), "cgroup.procs")
-        procs.append(os.open(target, os.O_WRONLY))
-    return procs
+        paths.append(os.path.join(mount_point, path.lstrip("/"), "cgroup.procs"))
+    return paths
+
+
+def open_cgroup_procs(container_process: int, container_cgroup: str) -> list[int]:
+    """The cgroup.procs files `podman exec` would write the command's pid into, opened."""
+    legacy, unified = cgroup_mounts()
+    listed = read_text("cgroup", dir_fd=container_process)
+    return [
+        os.open(target, os.O_WRONLY)
+        for target in cgroup_procs_paths(listed, container_cgroup, legacy, unified)
+    ]
 
 
 def capabilities_to_drop(container_bounding: int) -> list[int]:
