@@ -103,6 +103,8 @@ def tree_families(host: HostConfig, now: float) -> list[Family]:
     )
     for channel in host.channels:
         channel_dir = host.channels_root / channel.name
+        if not channel_dir.is_dir():  # an edge, or a proxy channel: no tree, no index here
+            continue
         for subdir in channel.subdirs:
             folder = channel_dir / QUARANTINE / subdir
             try:

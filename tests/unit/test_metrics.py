@@ -4,6 +4,7 @@ the index owner's state say, read back through the exporter as Prometheus reads 
 from __future__ import annotations
 
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -96,6 +97,9 @@ def test_index_staleness_age_and_quarantine_follow_the_tree(tree: ChannelTree) -
     assert value(text, "condaport_index_stale", channel="main", subdir="noarch") == 1
     assert value(text, "condaport_index_stale", channel="main", subdir="linux-64") == 0
     assert value(text, "condaport_quarantined_files", channel="main", subdir="noarch") == 1
+    # A channel without a tree here (an edge's, a proxy channel) has no index to be stale.
+    shutil.rmtree(tree.root / "other")
+    assert 'channel="other"' not in collect(configured, [], now=now)
     later = value(text, "condaport_index_age_seconds", channel="main", subdir="noarch")
     assert later is not None and later >= 3600
 
