@@ -92,6 +92,25 @@ def test_the_doors_answer_the_token_only(tiers: Tiers, token: str) -> None:
         assert status == 200 and value(text, "nginx_up") == 1
 
 
+def test_credential_checks_are_counted_by_nginx(tiers: Tiers, token: str) -> None:
+    """The primary asks the verifier (verifier mode); a second request is a cache hit."""
+
+    def checks(result: str) -> float:
+        text = door(tiers, tiers.primary_url, "lua", token)[1]
+        return value(text, "condaport_auth_checks_total", result=result) or 0
+
+    before = {result: checks(result) for result in ("allowed", "cache_hit", "denied")}
+    url = f"{tiers.primary_url}/main/noarch/repodata.json"
+    assert get(tiers, url).status == 200
+    assert get(tiers, url).status == 200
+    wrong = request(tiers, "GET", url, {"Authorization": "Basic " + "d3Jvbmc6d3Jvbmc="})
+    assert wrong.status == 401
+    after = {result: checks(result) for result in before}
+    assert after["allowed"] + after["cache_hit"] >= before["allowed"] + before["cache_hit"] + 2
+    assert after["cache_hit"] >= before["cache_hit"] + 1
+    assert after["denied"] >= before["denied"] + 1
+
+
 def test_condaport_metrics_move_after_an_upload_and_a_download(
     tiers: Tiers, token: str, tmp_path: Path
 ) -> None:
