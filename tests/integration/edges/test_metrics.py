@@ -90,6 +90,14 @@ def test_the_doors_answer_the_token_only(tiers: Tiers, token: str) -> None:
         assert door(tiers, base_url, "condaport", token + "x")[0] == 404
         status, text = door(tiers, base_url, "nginx", token)
         assert status == 200 and value(text, "nginx_up") == 1
+        # The served certificate's notAfter, read on the host (the scenario's is valid).
+        status, text = door(tiers, base_url, "condaport", token)
+        expiry = [
+            float(line.rsplit(" ", 1)[1])
+            for line in text.splitlines()
+            if line.startswith("condaport_certificate_expiry_timestamp_seconds{")
+        ]
+        assert status == 200 and expiry and min(expiry) > time.time(), text
 
 
 def test_credential_checks_are_counted_by_nginx(tiers: Tiers, token: str) -> None:
