@@ -11,6 +11,7 @@ never fails the upload or the publish it counts.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import tempfile
@@ -38,12 +39,11 @@ def decode(key: str) -> Key:
 
 
 class Counters:
-    """The totals of one component, loaded once and written back after each count."""
+    """The totals of one component, rewritten after each count."""
 
     def __init__(self, state_dir: Path, component: str) -> None:
         self.path = counters_dir(state_dir) / f"{component}.json"
         self._lock = threading.Lock()
-        self._totals: dict[str, int] | None = None
 
     def _load(self) -> dict[str, int]:
         try:
@@ -55,19 +55,21 @@ class Counters:
         return {k: v for k, v in data.items() if isinstance(k, str) and isinstance(v, int)}
 
     def count(self, family: str, **labels: str) -> None:
-        """Add one to `family{labels}` and persist; failures are swallowed (see module)."""
+        """Add one to `family{labels}` and persist; failures are swallowed (see module).
+        Read, added to and written under an flock: two publish runs at once both count."""
+        key = encode(family, labels)
         with self._lock:
-            if self._totals is None:
-                self._totals = self._load()
-            key = encode(family, labels)
-            self._totals[key] = self._totals.get(key, 0) + 1
             try:
-                self._write(self._totals)
+                self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
+                with open(self.path.with_suffix(".lock"), "a") as lock:
+                    fcntl.flock(lock, fcntl.LOCK_EX)
+                    totals = self._load()
+                    totals[key] = totals.get(key, 0) + 1
+                    self._write(totals)
             except OSError:
                 pass
 
     def _write(self, totals: dict[str, int]) -> None:
-        self.path.parent.mkdir(mode=0o755, parents=True, exist_ok=True)
         handle, temporary = tempfile.mkstemp(dir=self.path.parent, prefix=".counters-")
         try:
             with os.fdopen(handle, "w", encoding="utf-8") as out:
@@ -84,7 +86,7 @@ def read_all(state_dir: Path) -> dict[Key, int]:
     totals: dict[Key, int] = {}
     folder = counters_dir(state_dir)
     try:
-        files = sorted(p for p in folder.iterdir() if p.suffix == ".json")
+        files = sorted(p for p in folder.iterdir() if p.suffix == ".json" and p.name[0] != ".")
     except OSError:
         return totals
     for path in files:

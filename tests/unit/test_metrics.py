@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
@@ -121,6 +122,19 @@ def test_publish_runs_and_counters_survive_a_restart(tree: ChannelTree) -> None:
     assert totals[("condaport_publishes_total", (("result", "published"),))] == 2
     text = collect(load(tree.config), [])
     assert value(text, "condaport_publishes_total", result="published") == 2
+
+
+def test_counts_from_processes_at_once_all_land(tree: ChannelTree) -> None:
+    """Two publish runs at once: each count is read, added to and written under a lock."""
+    script = (
+        "import sys; from pathlib import Path; from condaport.counters import Counters\n"
+        "c = Counters(Path(sys.argv[1]), 'publish')\n"
+        "for _ in range(50): c.count('condaport_publishes_total', result='published')\n"
+    )
+    runs = [subprocess.Popen([sys.executable, "-c", script, str(tree.state)]) for _ in range(4)]
+    assert all(run.wait() == 0 for run in runs)
+    totals = read_all(tree.state)
+    assert totals[("condaport_publishes_total", (("result", "published"),))] == 200
 
 
 def test_a_corrupt_counter_file_is_ignored_not_fatal(tree: ChannelTree) -> None:
