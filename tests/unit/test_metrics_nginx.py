@@ -4,6 +4,7 @@ renders, the edge cache's statuses counted, and the token-only HTTPS door to all
 
 from __future__ import annotations
 
+import base64
 import os
 import shlex
 import shutil
@@ -18,6 +19,7 @@ from pathlib import Path
 
 import pytest
 
+from bench import bench_auth
 from bench.bench_auth import LUA_MODULES, free_port, self_signed
 from tests.support.nginx import running
 from tests.support.render import Renderer
@@ -168,3 +170,63 @@ def test_nothing_new_listens_beyond_loopback(site: Site) -> None:
     listens = [line.split()[1] for line in metrics_conf.splitlines() if "listen " in line]
     assert listens and all(address.startswith("127.0.0.1:") for address in listens)
     assert os.path.getsize(site.prefix / "auth/metrics-token.map") > 0
+
+
+def test_verifier_mode_checks_are_counted(tmp_path: Path) -> None:
+    """The role's Lua check with the real verifier: answers, answer cache hits, and a check
+    the verifier cannot take (here: gone) counted as shed."""
+    prefix = tmp_path
+    prefix.chmod(0o755)
+    for folder in ("auth", "tmp", "www"):
+        (prefix / folder).mkdir()
+    (prefix / "www" / "file").write_text("served")
+    port, status_port = free_port(), free_port()
+    tls = self_signed(prefix)
+    conf = bench_auth.nginx_conf(prefix, port, ["cached:bcrypt:4"], tls)
+    renderer = Renderer(
+        ["condaport", "condaport_nginx"], {"condaport_nginx_status_port": status_port}
+    )
+    (prefix / "metrics.conf").write_text(
+        renderer.render("condaport_nginx", "etc/nginx/conf.d/condaport-metrics.conf.j2")
+    )
+    conf = conf.replace(
+        "lua_shared_dict condaport_auth_answers 8m;",
+        f"lua_shared_dict condaport_auth_answers 8m; include {prefix}/metrics.conf;",
+    )
+    # Workers as root, as the other tests here: pytest's folders are root's alone.
+    conf = conf.replace("worker_processes auto;", "user root root;\nworker_processes auto;")
+    (prefix / "nginx.conf").write_text(conf)
+    verifier = bench_auth.start_verifier(prefix)
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+
+    def fetch(password: str) -> int:
+        request = urllib.request.Request(f"https://127.0.0.1:{port}/s0/file")
+        pair = base64.b64encode(f"{bench_auth.USER}:{password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {pair}")
+        try:
+            with urllib.request.urlopen(request, context=context, timeout=20) as answer:
+                return answer.status
+        except urllib.error.HTTPError as refused:
+            return refused.code
+
+    def checks(result: str) -> float | None:
+        url = f"http://127.0.0.1:{status_port}/metrics"
+        with urllib.request.urlopen(url, timeout=10) as answer:
+            return value(answer.read().decode(), "condaport_auth_checks_total", result=result)
+
+    with running(prefix, prefix / "nginx.conf"):
+        try:
+            assert fetch(bench_auth.PASSWORD) == 200
+            assert fetch(bench_auth.PASSWORD) == 200
+            assert fetch("wrong-password") == 401
+        finally:
+            verifier.terminate()
+            verifier.wait()
+        (prefix / "verifier.sock").unlink(missing_ok=True)
+        assert fetch("another-wrong-one") == 503
+        assert checks("allowed") == 1
+        assert checks("cache_hit") == 1
+        assert checks("denied") == 1
+        assert checks("shed") == 1
