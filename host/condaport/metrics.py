@@ -166,9 +166,16 @@ def certificate_families(certificates: list[Path]) -> list[Family]:
 
 
 def download_families(host: HostConfig) -> list[Family]:
-    """THE place where the downloads family joins (issue 20, condaport.downloads): expected
-    `condaport.downloads.families(host) -> list[Family]` with
-    condaport_downloads_total{channel, subdir, package, version}. Empty until it lands."""
+    """THE place where the downloads family joins (issue 20, condaport.downloads, built
+    beside this). Expected interface, so condaport.downloads needs nothing from here (it
+    sits below this entry point in the layers): `condaport.downloads.totals(host) ->
+    Iterable[tuple[dict[str, str], int]]`, the labels channel, subdir, package, version
+    (edges included: an edge's condaport-metrics reports its own NGINX's downloads), each
+    with its running total. Then:
+        family = Family("condaport_downloads_total", "counter", "Package downloads ...")
+        for labels, total in downloads.totals(host): family.add(total, **labels)
+        return [family]
+    Empty until it lands."""
     return []
 
 
