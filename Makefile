@@ -13,10 +13,15 @@ PACKAGES ?= $(SYSTEM_PACKAGES)
 # role's unit test runs community.crypto with Debian's python, as on a host. iproute2: the
 # verifier tests route an IPv6 range into the container's namespace. nginx and its Lua
 # module: the proxy unit tests run the rendered configuration in a real NGINX (the benchmarks
-# too); openssl: the TLS name-constraint tests call its CLI. A unit test that skips fails the
-# run (tests/unit/conftest.py), so what a test needs goes here.
+# too); openssl: the TLS name-constraint tests call its CLI. prometheus (promtool), its
+# node and NGINX exporters and haproxy: the metrics tests check the rendered rules and run
+# the exporters. A unit test that skips fails the run (tests/unit/conftest.py), so what a
+# test needs goes here.
 SYSTEM_PACKAGES := podman runc debootstrap uidmap slirp4netns chromium python3-cryptography iproute2 \
-  nginx libnginx-mod-http-lua openssl
+  nginx libnginx-mod-http-lua openssl prometheus prometheus-node-exporter prometheus-nginx-exporter \
+  haproxy
+# Services those packages start on install; the tests run their own on free ports.
+SYSTEM_SERVICES := nginx prometheus prometheus-node-exporter prometheus-nginx-exporter haproxy
 BENCH_PACKAGES := wrk
 
 .PHONY: help
@@ -34,11 +39,11 @@ system-deps:
 	  echo "installing:$$missing"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
 	fi; \
-	case " $$missing " in *" nginx "*) \
-	  echo "stopping and disabling the distribution's default nginx server (port 80): the tests run their own"; \
-	  if [ -d /run/systemd/system ]; then systemctl disable --now nginx.service >/dev/null 2>&1; \
-	  else service nginx stop >/dev/null 2>&1 || true; update-rc.d nginx disable >/dev/null 2>&1; fi;; \
-	esac
+	for service in $(SYSTEM_SERVICES); do case " $$missing " in *" $$service "*) \
+	  echo "stopping and disabling the distribution's $$service service: the tests run their own"; \
+	  if [ -d /run/systemd/system ]; then systemctl disable --now $$service.service >/dev/null 2>&1; \
+	  else service $$service stop >/dev/null 2>&1 || true; update-rc.d $$service disable >/dev/null 2>&1 || true; fi;; \
+	esac; done
 
 $(VENV)/.installed: requirements.txt requirements.yml
 	python3 -m venv $(VENV)

@@ -18,6 +18,7 @@ from condaport import batch, publish, release
 from condaport.account import AccountError, become_writer
 from condaport.cli import exit_now
 from condaport.config import CHANNEL_NAME, ConfigError, HostConfig, host_options, resolve
+from condaport.counters import Counters
 from condaport.locking import LockTimeout
 from condaport.packages import Limits, Rejected, split_name
 
@@ -107,6 +108,8 @@ def _publish_run(host: HostConfig, args: argparse.Namespace) -> int:
         staging_max_age=batch.age_seconds(args.staging_max_age),
     )
     report.swept[:0] = swept
+    result = "failed" if report.errors else "rejected" if report.outcome.rejected else "published"
+    Counters(host.state_dir, "publish").count("condaport_publishes_total", result=result)
     print(json.dumps(report.as_dict()))
     for entry in report.outcome.rejected:
         print(f"refused {entry['file']}: {entry['reason']}", file=sys.stderr)

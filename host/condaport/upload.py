@@ -74,6 +74,7 @@ from condaport.config import (
     config_path,
 )
 from condaport.config import load as load_config
+from condaport.counters import Counters
 from condaport.index_backends import backend_named
 from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
 from condaport.locking import LockTimeout
@@ -103,6 +104,27 @@ REDACTED = "<redacted>"
 # Characters a logged path keeps as they are; everything else (control characters, spaces,
 # non-ASCII) stays percent-encoded, so a path cannot forge or split a log line.
 LOGGED_AS_IS = "/<>@:+,;=!$&'()*~"
+
+
+# Metric labels: outcomes as condaport-metrics names them (a closed set, whatever a
+# request carries).
+KNOWN_RESULTS = frozenset(
+    {"added", "replaced", "unchanged", "deleted", "patched", "unpatched", "broken", "unbroken"}
+)
+REFUSAL_REASONS = {
+    400: "bad_request",
+    401: "unauthenticated",
+    403: "forbidden",
+    404: "missing",
+    405: "wrong_method",
+    409: "conflict",
+    411: "no_length",
+    413: "too_large",
+    422: "invalid_package",
+    500: "internal_error",
+    503: "busy",
+    507: "disk_full",
+}
 
 
 class Answer(Exception):
@@ -248,6 +270,7 @@ class UploadService:
         # Validation unpacks whole packages: at most this many at once.
         self.validating = threading.BoundedSemaphore(workers)
         self.pages = PageRefresher(self)
+        self.counters = Counters(self._host.state_dir, "upload")
 
     @staticmethod
     def _signature(path: Path) -> tuple[int, int, int] | None:
@@ -457,6 +480,8 @@ class UploadHandler(BaseHTTPRequestHandler):
         if status == 401:
             headers["WWW-Authenticate"] = 'Basic realm="condaport upload"'
         answer.setdefault("status", status)
+        # Counted before the answer leaves: whoever saw it can read the count.
+        self._count(status, answer)
         try:
             self._send(status, answer, headers)
         except OSError as exc:  # the client (NGINX) went away; nothing left to tell it
@@ -472,6 +497,19 @@ class UploadHandler(BaseHTTPRequestHandler):
             answer.get("result", answer.get("error", "")),
             time.monotonic() - started,
         )
+
+    def _count(self, status: int, answer: dict) -> None:
+        """For condaport-metrics: each request by its outcome, each refusal by its kind
+        (the status: the free-text reasons hold client input and are not a label set)."""
+        counters = self.server.service.counters
+        if status < 400:
+            result = str(answer.get("result", "ok"))
+            result = result if result in KNOWN_RESULTS else "ok"
+        else:
+            result = "failed" if status >= 500 and status != 503 else "refused"
+            reason = REFUSAL_REASONS.get(status, "other")
+            counters.count("condaport_refusals_total", reason=reason)
+        counters.count("condaport_uploads_total", method=self.command, result=result)
 
     def _has_body(self) -> bool:
         return "Transfer-Encoding" in self.headers or (

@@ -21,6 +21,7 @@ LAYERS = {
         "publish_command",
         "channels_command",
         "verifier",
+        "metrics",
     },
     "channel management": {"manage"},
     "operations": {"intake", "batch"},
@@ -31,7 +32,7 @@ LAYERS = {
     "owned": {"repodata", "provenance", "adjustments"},
     "settings": {"config", "rights"},
     "formats": {"packages", "shards"},
-    "primitives": {"files", "locking", "account", "cli", "service", "release"},
+    "primitives": {"files", "locking", "account", "cli", "service", "release", "counters"},
 }
 RANK = {
     module: rank for rank, members in enumerate(reversed(LAYERS.values())) for module in members

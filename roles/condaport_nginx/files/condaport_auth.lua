@@ -11,6 +11,14 @@
 local M = {}
 
 local answers = ngx.shared.condaport_auth_answers
+-- Metrics (nil when condaport_metrics_enabled is off): one atomic increment per check.
+local counts = ngx.shared.condaport_metrics
+
+local function count(what)
+    if counts then
+        counts:incr("auth:" .. what, 1, 0)
+    end
+end
 local secret
 local ttl
 local gate
@@ -106,10 +114,12 @@ function M.check(channel, realm)
     end
     local key = ngx.sha1_bin(secret .. channel .. "\n" .. authorization)
     if answers:get(key) then
+        count("cache_hit")
         return
     end
     local checking = key .. "?"
     if answered_meanwhile(key, checking) then
+        count("cache_hit")
         return
     end
     local status = ask_verifier(channel, authorization)
@@ -118,11 +128,14 @@ function M.check(channel, realm)
     end
     answers:delete(checking)
     if status == ngx.HTTP_OK then
+        count("allowed")
         return
     end
     if status == ngx.HTTP_UNAUTHORIZED then
+        count("denied")
         return challenge(realm)
     end
+    count("shed")
     -- The verifier is down, failing or full, or the gate's rate or ceiling is reached:
     -- fail closed.
     ngx.header["Retry-After"] = "5"
