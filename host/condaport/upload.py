@@ -12,6 +12,8 @@ and the channel management API (condaport.manage), JSON in and out:
     DELETE /api/channels/<channel>/packages/<subdir>/<file>/patch    take the patch back
     POST   /api/channels/<channel>/packages/<subdir>/<file>/broken   {"reason": "..."}
     DELETE /api/channels/<channel>/packages/<subdir>/<file>/broken   unmark
+    POST   /api/downloads/edges/<instance>   {"instance": ..., "counts": {...}}  an edge's
+                                             download counts (condaport.downloads)
     POST   /api/channels/<target>/promote   {"from": "<channel>", "file": "<subdir>/<file>",
                                              "move": false, "force": false}
 
@@ -74,6 +76,7 @@ from condaport.config import (
     config_path,
 )
 from condaport.config import load as load_config
+from condaport.downloads import EDGE_REPORTS, INSTANCE_SHAPE, merge_report
 from condaport.index_backends import backend_named
 from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
 from condaport.locking import LockTimeout
@@ -92,6 +95,8 @@ CHUNK = 1 << 20
 # answer; past it the connection is simply closed.
 DRAIN_LIMIT = 64 << 20
 MANAGE_BODY_LIMIT = 64 << 10
+# An edge's report names every file it served: about 100 bytes a file.
+DOWNLOAD_REPORT_LIMIT = 32 << 20
 SUBDIR_SHAPE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)?$")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}$")
@@ -158,6 +163,15 @@ def parse_managed(path: str) -> Managed | None:
         return Managed(segments[2], "promote", "")
     if len(segments) == 7 and segments[3] == "packages" and segments[6] in MANAGED_ACTIONS:
         return Managed(segments[2], segments[6], f"{segments[4]}/{segments[5]}")
+    return None
+
+
+def parse_edge_report(path: str) -> str | None:
+    """/<api>/api/downloads/edges/<instance>: the edge instance id; None for other paths."""
+    _, _, rest = urlsplit(path).path.lstrip("/").partition("/")
+    segments = rest.split("/")
+    if len(segments) == 5 and segments[:4] == ["api", "downloads", "edges", segments[3]]:
+        return segments[4]
     return None
 
 
@@ -238,7 +252,11 @@ class PageRefresher(threading.Thread):
 class UploadService:
     """What every request needs: host configuration, settings, locks, limits."""
 
-    def __init__(self, config: Path | None, settings: Path, workers: int) -> None:
+    def __init__(
+        self, config: Path | None, settings: Path, workers: int, edge_reporter: str = ""
+    ) -> None:
+        # The one identity (the edges' login at this primary) whose download reports count.
+        self.edge_reporter = f"user:{edge_reporter}" if edge_reporter else ""
         self._config_path = config_path(config)
         self._host: HostConfig = load_config(self._config_path)
         self._host_signature = self._signature(self._config_path)
@@ -484,6 +502,9 @@ class UploadHandler(BaseHTTPRequestHandler):
             self.body = BodyReader(self)
         if not IDENTITY.match(self.identity):
             raise Answer(401, "no authenticated uploader (NGINX passes who it is)")
+        instance = parse_edge_report(self.path)
+        if instance is not None:
+            return self._edge_report(instance)
         managed = parse_managed(self.path)
         if managed is not None:
             return self._manage(managed)
@@ -558,11 +579,11 @@ class UploadHandler(BaseHTTPRequestHandler):
             service.pages.request(channel.name)
         return (201 if result.status == "added" else 200), self._described(channel.name, result)
 
-    def _json_body(self) -> dict:
+    def _json_body(self, limit: int = MANAGE_BODY_LIMIT) -> dict:
         """A management request's small JSON object body ({} when empty)."""
         assert self.body is not None
-        if self.body.length is not None and self.body.length > MANAGE_BODY_LIMIT:
-            raise Answer(413, f"a management request's body is at most {MANAGE_BODY_LIMIT} bytes")
+        if self.body.length is not None and self.body.length > limit:
+            raise Answer(413, f"this request's body is at most {limit} bytes")
         raw = b"".join(self.body.chunks())
         self.body_consumed = True
         if not raw.strip():
@@ -620,6 +641,23 @@ class UploadHandler(BaseHTTPRequestHandler):
         if change.result != "unchanged":
             service.pages.request(channel.name)
         return 200, change.as_dict()
+
+    def _edge_report(self, instance: str) -> tuple[int, dict]:
+        """An edge's cumulative download counts, kept per edge instance at the highest
+        count seen per file: a retried push changes nothing (condaport.downloads)."""
+        service = self.server.service
+        if self.command != "POST":
+            raise Answer(405, "a download report is a POST")
+        if not service.edge_reporter or self.identity != service.edge_reporter:
+            raise Answer(403, f"{self.identity} does not report downloads here")
+        if not INSTANCE_SHAPE.match(instance):
+            raise Answer(400, "an edge instance id is 32 hex digits")
+        body = self._json_body(limit=DOWNLOAD_REPORT_LIMIT)
+        if body.get("instance") != instance:
+            raise Answer(400, "the body's instance is not the URL's")
+        reports = service.host().state_dir / EDGE_REPORTS
+        raised = merge_report(reports, instance, body.get("counts"))
+        return 200, {"result": "kept", "raised": raised}
 
     def _local_channel(self, host: HostConfig, name: str) -> ChannelConfig:
         channel = host.channel(name) if CHANNEL_NAME.match(name) else None
@@ -728,9 +766,13 @@ class UploadHandler(BaseHTTPRequestHandler):
 
 
 def build_server(
-    listener: socket.socket, config: Path | None, settings: Path, workers: int
+    listener: socket.socket,
+    config: Path | None,
+    settings: Path,
+    workers: int,
+    edge_reporter: str = "",
 ) -> UploadServer:
-    service = UploadService(config, settings, workers)
+    service = UploadService(config, settings, workers, edge_reporter)
     service.sweep_staging()
     service.pages.start()
     return UploadServer(listener, service)
@@ -748,10 +790,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 2, help="packages validated at once"
     )
+    parser.add_argument(
+        "--edge-reporter", default="", help="the edges' login, whose download reports count"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
-        server = build_server(listener_from_args(args), args.config, args.settings, args.workers)
+        server = build_server(
+            listener_from_args(args), args.config, args.settings, args.workers, args.edge_reporter
+        )
     except (ConfigError, SettingsError) as exc:
         parser.error(str(exc))
     LOG.info("accepting uploads with %d validation workers", args.workers)
