@@ -170,8 +170,8 @@ def parse_edge_report(path: str) -> str | None:
     """/<api>/api/downloads/edges/<instance>: the edge instance id; None for other paths."""
     _, _, rest = urlsplit(path).path.lstrip("/").partition("/")
     segments = rest.split("/")
-    if len(segments) == 5 and segments[:4] == ["api", "downloads", "edges", segments[3]]:
-        return segments[4]
+    if len(segments) == 4 and segments[:3] == ["api", "downloads", "edges"]:
+        return segments[3]
     return None
 
 
@@ -244,7 +244,10 @@ class PageRefresher(threading.Thread):
         for another refresh. Uploads never wait for a page."""
         host = self.service.host()
         try:
-            write_channel_page(host.channels_root / channel, channel)
+            channel_url = (
+                f"{self.service.public_url}/{channel}/" if self.service.public_url else None
+            )
+            write_channel_page(host.channels_root / channel, channel, channel_url)
         except OSError as exc:
             LOG.warning("browse page of %s not rewritten: %s", channel, exc)
 
@@ -253,8 +256,15 @@ class UploadService:
     """What every request needs: host configuration, settings, locks, limits."""
 
     def __init__(
-        self, config: Path | None, settings: Path, workers: int, edge_reporter: str = ""
+        self,
+        config: Path | None,
+        settings: Path,
+        workers: int,
+        edge_reporter: str = "",
+        public_url: str = "",
     ) -> None:
+        # Where people reach the channels (the browse page's snippets): https://NAME[:PORT].
+        self.public_url = public_url.rstrip("/")
         # The one identity (the edges' login at this primary) whose download reports count.
         self.edge_reporter = f"user:{edge_reporter}" if edge_reporter else ""
         self._config_path = config_path(config)
@@ -771,8 +781,9 @@ def build_server(
     settings: Path,
     workers: int,
     edge_reporter: str = "",
+    public_url: str = "",
 ) -> UploadServer:
-    service = UploadService(config, settings, workers, edge_reporter)
+    service = UploadService(config, settings, workers, edge_reporter, public_url)
     service.sweep_staging()
     service.pages.start()
     return UploadServer(listener, service)
@@ -793,11 +804,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--edge-reporter", default="", help="the edges' login, whose download reports count"
     )
+    parser.add_argument(
+        "--public-url", default="", help="https://NAME[:PORT] people reach the channels at"
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
         server = build_server(
-            listener_from_args(args), args.config, args.settings, args.workers, args.edge_reporter
+            listener_from_args(args),
+            args.config,
+            args.settings,
+            args.workers,
+            args.edge_reporter,
+            args.public_url,
         )
     except (ConfigError, SettingsError) as exc:
         parser.error(str(exc))
