@@ -45,6 +45,9 @@ from condaport.files import replace_atomically
 
 LOG = logging.getLogger("condaport-downloads")
 STATE_FILE = "counts.json"
+# Under the host's state folder: the counter's own state, and the edges' reports (the
+# upload service's, on a primary).
+COUNTS_FOLDER = "downloads"
 EDGE_REPORTS = "downloads-edges"
 PUBLISHED_SUFFIX = ".json"
 SUBDIR_SHAPE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)?$")
@@ -297,6 +300,12 @@ def counts_by_version(
     for key, count in totals(directory, reports).items():
         found[(key.channel, key.subdir, key.package, key.version)] += count
     return dict(found)
+
+
+def host_counts_by_version(state_dir: Path) -> dict[tuple[str, str, str, str], int]:
+    """`counts_by_version` of a converged host, from its state folder (the host
+    configuration's `state_dir`): its own counts and, on a primary, its edges' reports."""
+    return counts_by_version(state_dir / COUNTS_FOLDER, state_dir / EDGE_REPORTS)
 
 
 def channel_document(channel: str, counts: dict[FileKey, int], moment: datetime) -> dict:

@@ -98,8 +98,11 @@ def test_an_edge_report_retried_counts_once(tmp_path: Path) -> None:
     merge_report(reports, "f" * 32, {"main/noarch/pkg-1.0-0.conda": 2, "../x": 9, "a": True})
     log = tmp_path / "downloads.log"
     write(log, line("/main/noarch/pkg-1.0-0.conda"))
-    collect(log, tmp_path)
-    assert totals(tmp_path, reports) == {FileKey("main", "noarch", "pkg-1.0-0.conda"): 8}
+    counter = tmp_path / downloads.COUNTS_FOLDER
+    counter.mkdir()
+    collect(log, counter)
+    assert totals(counter, reports) == {FileKey("main", "noarch", "pkg-1.0-0.conda"): 8}
+    assert downloads.host_counts_by_version(tmp_path) == {("main", "noarch", "pkg", "1.0"): 8}
 
 
 def test_the_document_per_channel(tmp_path: Path) -> None:
