@@ -45,10 +45,10 @@ from condaport.files import replace_atomically
 
 LOG = logging.getLogger("condaport-downloads")
 STATE_FILE = "counts.json"
-# Under the host's state folder: the counter's own state, and the edges' reports (the
-# upload service's, on a primary).
-COUNTS_FOLDER = "downloads"
-EDGE_REPORTS = "downloads-edges"
+# The counter's folder on a host (the web account's, readable by NGINX and every account),
+# and in it, on a primary, the edges' reports (the upload service's).
+DEFAULT_FOLDER = Path("/var/lib/condaport-downloads")
+EDGE_REPORTS = "edges"
 PUBLISHED_SUFFIX = ".json"
 SUBDIR_SHAPE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)?$")
 # A conda file name: name-version-build.ext, none of them empty, no separator, quote,
@@ -302,10 +302,12 @@ def counts_by_version(
     return dict(found)
 
 
-def host_counts_by_version(state_dir: Path) -> dict[tuple[str, str, str, str], int]:
-    """`counts_by_version` of a converged host, from its state folder (the host
-    configuration's `state_dir`): its own counts and, on a primary, its edges' reports."""
-    return counts_by_version(state_dir / COUNTS_FOLDER, state_dir / EDGE_REPORTS)
+def host_counts_by_version(
+    folder: Path = DEFAULT_FOLDER,
+) -> dict[tuple[str, str, str, str], int]:
+    """`counts_by_version` of a converged host, from the counter's folder: its own counts
+    and, on a primary, its edges' reports."""
+    return counts_by_version(folder, folder / EDGE_REPORTS)
 
 
 def channel_document(channel: str, counts: dict[FileKey, int], moment: datetime) -> dict:

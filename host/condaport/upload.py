@@ -76,7 +76,7 @@ from condaport.config import (
     config_path,
 )
 from condaport.config import load as load_config
-from condaport.downloads import EDGE_REPORTS, INSTANCE_SHAPE, merge_report
+from condaport.downloads import DEFAULT_FOLDER, EDGE_REPORTS, INSTANCE_SHAPE, merge_report
 from condaport.index_backends import backend_named
 from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
 from condaport.locking import LockTimeout
@@ -262,7 +262,9 @@ class UploadService:
         workers: int,
         edge_reporter: str = "",
         public_url: str = "",
+        edge_reports: Path = DEFAULT_FOLDER / EDGE_REPORTS,
     ) -> None:
+        self.edge_reports = edge_reports
         # Where people reach the channels (the browse page's snippets): https://NAME[:PORT].
         self.public_url = public_url.rstrip("/")
         # The one identity (the edges' login at this primary) whose download reports count.
@@ -665,8 +667,7 @@ class UploadHandler(BaseHTTPRequestHandler):
         body = self._json_body(limit=DOWNLOAD_REPORT_LIMIT)
         if body.get("instance") != instance:
             raise Answer(400, "the body's instance is not the URL's")
-        reports = service.host().state_dir / EDGE_REPORTS
-        raised = merge_report(reports, instance, body.get("counts"))
+        raised = merge_report(service.edge_reports, instance, body.get("counts"))
         return 200, {"result": "kept", "raised": raised}
 
     def _local_channel(self, host: HostConfig, name: str) -> ChannelConfig:
@@ -782,8 +783,9 @@ def build_server(
     workers: int,
     edge_reporter: str = "",
     public_url: str = "",
+    edge_reports: Path = DEFAULT_FOLDER / EDGE_REPORTS,
 ) -> UploadServer:
-    service = UploadService(config, settings, workers, edge_reporter, public_url)
+    service = UploadService(config, settings, workers, edge_reporter, public_url, edge_reports)
     service.sweep_staging()
     service.pages.start()
     return UploadServer(listener, service)
@@ -807,6 +809,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--public-url", default="", help="https://NAME[:PORT] people reach the channels at"
     )
+    parser.add_argument(
+        "--edge-reports",
+        type=Path,
+        default=DEFAULT_FOLDER / EDGE_REPORTS,
+        help="where the edges' download reports are kept",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
@@ -817,6 +825,7 @@ def main(argv: list[str] | None = None) -> int:
             args.workers,
             args.edge_reporter,
             args.public_url,
+            args.edge_reports,
         )
     except (ConfigError, SettingsError) as exc:
         parser.error(str(exc))

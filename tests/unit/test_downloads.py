@@ -90,7 +90,7 @@ def test_hostile_lines_count_nothing(tmp_path: Path) -> None:
 
 
 def test_an_edge_report_retried_counts_once(tmp_path: Path) -> None:
-    reports = tmp_path / downloads.EDGE_REPORTS
+    reports = tmp_path / "counter" / downloads.EDGE_REPORTS
     report = {"main/noarch/pkg-1.0-0.conda": 5}
     assert merge_report(reports, INSTANCE, report) == 1
     assert merge_report(reports, INSTANCE, report) == 0
@@ -98,11 +98,10 @@ def test_an_edge_report_retried_counts_once(tmp_path: Path) -> None:
     merge_report(reports, "f" * 32, {"main/noarch/pkg-1.0-0.conda": 2, "../x": 9, "a": True})
     log = tmp_path / "downloads.log"
     write(log, line("/main/noarch/pkg-1.0-0.conda"))
-    counter = tmp_path / downloads.COUNTS_FOLDER
-    counter.mkdir()
+    counter = tmp_path / "counter"
     collect(log, counter)
     assert totals(counter, reports) == {FileKey("main", "noarch", "pkg-1.0-0.conda"): 8}
-    assert downloads.host_counts_by_version(tmp_path) == {("main", "noarch", "pkg", "1.0"): 8}
+    assert downloads.host_counts_by_version(counter) == {("main", "noarch", "pkg", "1.0"): 8}
 
 
 def test_the_document_per_channel(tmp_path: Path) -> None:

@@ -65,8 +65,10 @@ def test_n_downloads_give_n(tmp_path: Path) -> None:
         # An edge filling its cache: the edge counts the install it serves, not the primary.
         assert _get(port, f"/public/{FILE}", **_basic("edge", "anything"))[0] == 200
         assert _get(port, '/public/noarch/a"b%0Ac-1-0.conda')[0] == 404
-        time.sleep(0.2)
-        # Buffered: the lines reach the file at the latest on a reload or stop.
+    # Buffered: the lines reach the file at the latest when NGINX has stopped.
+    deadline = time.monotonic() + 20
+    while (tmp_path / "condaport.pid").exists() and time.monotonic() < deadline:
+        time.sleep(0.1)
     log = tmp_path / "downloads.log"
     state = tmp_path / "state"
     state.mkdir()

@@ -35,7 +35,13 @@ def host(tree: ChannelTree, tmp_path: Path) -> Iterator[Host]:
     listener.bind(str(path))
     listener.listen(16)
     server = build_server(
-        listener, tree.config, settings, workers=1, edge_reporter="edge", public_url=PUBLIC_URL
+        listener,
+        tree.config,
+        settings,
+        workers=1,
+        edge_reporter="edge",
+        public_url=PUBLIC_URL,
+        edge_reports=tree.state / "edges",
     )
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield Host(tree.base, path, settings)
@@ -59,8 +65,7 @@ def test_an_edge_report_counts_once_and_only_from_the_edges(host: Host, tree: Ch
     wrong = json.dumps({"instance": "f" * 32, "counts": counts}).encode()
     assert host.request("POST", f"/quetz/api/downloads/edges/{INSTANCE}", wrong,
                         identity="user:edge")[0] == 400  # fmt: skip
-    reports = tree.state / downloads.EDGE_REPORTS
-    assert downloads.totals(tree.state / "downloads", reports) == {
+    assert downloads.totals(tree.state / "counter", tree.state / "edges") == {
         downloads.FileKey("main", "noarch", "pkg-1.0-0.conda"): 4
     }
 
