@@ -54,6 +54,10 @@ class PackageGroup:
     def latest(self) -> str:
         return self.files[0].version if self.files else ""
 
+    @property
+    def versions(self) -> int:
+        return len({f.version for f in self.files})
+
 
 @dataclass(frozen=True)
 class SubdirSummary:

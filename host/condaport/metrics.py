@@ -33,6 +33,7 @@ from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
 
+from condaport import downloads
 from condaport.channel_files import QUARANTINE
 from condaport.config import DEFAULT_PATH, ConfigError, HostConfig, load
 from condaport.counters import read_all
@@ -165,18 +166,18 @@ def certificate_families(certificates: list[Path]) -> list[Family]:
     return [expiry]
 
 
-def download_families(host: HostConfig) -> list[Family]:
-    """THE place where the downloads family joins (issue 20, condaport.downloads, built
-    beside this). Expected interface, so condaport.downloads needs nothing from here (it
-    sits below this entry point in the layers): `condaport.downloads.totals(host) ->
-    Iterable[tuple[dict[str, str], int]]`, the labels channel, subdir, package, version
-    (edges included: an edge's condaport-metrics reports its own NGINX's downloads), each
-    with its running total. Then:
-        family = Family("condaport_downloads_total", "counter", "Package downloads ...")
-        for labels, total in downloads.totals(host): family.add(total, **labels)
-        return [family]
-    Empty until it lands."""
-    return []
+def download_families(folder: Path = downloads.DEFAULT_FOLDER) -> list[Family]:
+    """The package files this host's own NGINX served completely, per channel, subdir,
+    package and version. Own downloads only, also on a primary that holds its edges'
+    reports (those are in the channel's JSON document): every host, edge or primary,
+    exports what it served, so a sum over hosts is the channel's total and nothing is
+    counted twice."""
+    family = Family("condaport_downloads_total", "counter", "Package files served completely")
+    for (channel, subdir, package, version), total in sorted(
+        downloads.counts_by_version(folder).items()
+    ):
+        family.add(total, channel=channel, subdir=subdir, package=package, version=version)
+    return [family]
 
 
 def collect(host: HostConfig, certificates: list[Path], now: float | None = None) -> str:
@@ -185,7 +186,7 @@ def collect(host: HostConfig, certificates: list[Path], now: float | None = None
         *counter_families(host),
         *tree_families(host, now),
         *certificate_families(certificates),
-        *download_families(host),
+        *download_families(),
     ]
     up = Family("condaport_metrics_scrape_timestamp_seconds", "gauge", "When this was read")
     return exposition([*families, up.add(now)])

@@ -12,6 +12,8 @@ and the channel management API (condaport.manage), JSON in and out:
     DELETE /api/channels/<channel>/packages/<subdir>/<file>/patch    take the patch back
     POST   /api/channels/<channel>/packages/<subdir>/<file>/broken   {"reason": "..."}
     DELETE /api/channels/<channel>/packages/<subdir>/<file>/broken   unmark
+    POST   /api/downloads/edges/<instance>   {"instance": ..., "counts": {...}}  an edge's
+                                             download counts (condaport.downloads)
     POST   /api/channels/<target>/promote   {"from": "<channel>", "file": "<subdir>/<file>",
                                              "move": false, "force": false}
 
@@ -75,6 +77,7 @@ from condaport.config import (
 )
 from condaport.config import load as load_config
 from condaport.counters import Counters
+from condaport.downloads import DEFAULT_FOLDER, EDGE_REPORTS, INSTANCE_SHAPE, merge_report
 from condaport.index_backends import backend_named
 from condaport.intake import ChannelGuard, Conflict, Missing, Result, WrongSubdir, accept, remove
 from condaport.locking import LockTimeout
@@ -93,6 +96,8 @@ CHUNK = 1 << 20
 # answer; past it the connection is simply closed.
 DRAIN_LIMIT = 64 << 20
 MANAGE_BODY_LIMIT = 64 << 10
+# An edge's report names every file it served: about 100 bytes a file.
+DOWNLOAD_REPORT_LIMIT = 32 << 20
 SUBDIR_SHAPE = re.compile(r"^[a-z0-9_]+(-[a-z0-9_]+)?$")
 TRUE_WORDS = {"1", "true", "yes", "on"}
 CONTENT_LENGTH = re.compile(r"^[0-9]{1,19}$")
@@ -183,6 +188,15 @@ def parse_managed(path: str) -> Managed | None:
     return None
 
 
+def parse_edge_report(path: str) -> str | None:
+    """/<api>/api/downloads/edges/<instance>: the edge instance id; None for other paths."""
+    _, _, rest = urlsplit(path).path.lstrip("/").partition("/")
+    segments = rest.split("/")
+    if len(segments) == 4 and segments[:3] == ["api", "downloads", "edges"]:
+        return segments[3]
+    return None
+
+
 def parse_target(path: str) -> Target:
     """The request line's target, as NGINX forwards it: /<api><the client's request URI>."""
     parts = urlsplit(path)
@@ -252,7 +266,10 @@ class PageRefresher(threading.Thread):
         for another refresh. Uploads never wait for a page."""
         host = self.service.host()
         try:
-            write_channel_page(host.channels_root / channel, channel)
+            channel_url = (
+                f"{self.service.public_url}/{channel}/" if self.service.public_url else None
+            )
+            write_channel_page(host.channels_root / channel, channel, channel_url)
         except OSError as exc:
             LOG.warning("browse page of %s not rewritten: %s", channel, exc)
 
@@ -260,7 +277,20 @@ class PageRefresher(threading.Thread):
 class UploadService:
     """What every request needs: host configuration, settings, locks, limits."""
 
-    def __init__(self, config: Path | None, settings: Path, workers: int) -> None:
+    def __init__(
+        self,
+        config: Path | None,
+        settings: Path,
+        workers: int,
+        edge_reporter: str = "",
+        public_url: str = "",
+        edge_reports: Path = DEFAULT_FOLDER / EDGE_REPORTS,
+    ) -> None:
+        self.edge_reports = edge_reports
+        # Where people reach the channels (the browse page's snippets): https://NAME[:PORT].
+        self.public_url = public_url.rstrip("/")
+        # The one identity (the edges' login at this primary) whose download reports count.
+        self.edge_reporter = f"user:{edge_reporter}" if edge_reporter else ""
         self._config_path = config_path(config)
         self._host: HostConfig = load_config(self._config_path)
         self._host_signature = self._signature(self._config_path)
@@ -522,6 +552,9 @@ class UploadHandler(BaseHTTPRequestHandler):
             self.body = BodyReader(self)
         if not IDENTITY.match(self.identity):
             raise Answer(401, "no authenticated uploader (NGINX passes who it is)")
+        instance = parse_edge_report(self.path)
+        if instance is not None:
+            return self._edge_report(instance)
         managed = parse_managed(self.path)
         if managed is not None:
             return self._manage(managed)
@@ -596,11 +629,11 @@ class UploadHandler(BaseHTTPRequestHandler):
             service.pages.request(channel.name)
         return (201 if result.status == "added" else 200), self._described(channel.name, result)
 
-    def _json_body(self) -> dict:
+    def _json_body(self, limit: int = MANAGE_BODY_LIMIT) -> dict:
         """A management request's small JSON object body ({} when empty)."""
         assert self.body is not None
-        if self.body.length is not None and self.body.length > MANAGE_BODY_LIMIT:
-            raise Answer(413, f"a management request's body is at most {MANAGE_BODY_LIMIT} bytes")
+        if self.body.length is not None and self.body.length > limit:
+            raise Answer(413, f"this request's body is at most {limit} bytes")
         raw = b"".join(self.body.chunks())
         self.body_consumed = True
         if not raw.strip():
@@ -658,6 +691,22 @@ class UploadHandler(BaseHTTPRequestHandler):
         if change.result != "unchanged":
             service.pages.request(channel.name)
         return 200, change.as_dict()
+
+    def _edge_report(self, instance: str) -> tuple[int, dict]:
+        """An edge's cumulative download counts, kept per edge instance at the highest
+        count seen per file: a retried push changes nothing (condaport.downloads)."""
+        service = self.server.service
+        if self.command != "POST":
+            raise Answer(405, "a download report is a POST")
+        if not service.edge_reporter or self.identity != service.edge_reporter:
+            raise Answer(403, f"{self.identity} does not report downloads here")
+        if not INSTANCE_SHAPE.match(instance):
+            raise Answer(400, "an edge instance id is 32 hex digits")
+        body = self._json_body(limit=DOWNLOAD_REPORT_LIMIT)
+        if body.get("instance") != instance:
+            raise Answer(400, "the body's instance is not the URL's")
+        raised = merge_report(service.edge_reports, instance, body.get("counts"))
+        return 200, {"result": "kept", "raised": raised}
 
     def _local_channel(self, host: HostConfig, name: str) -> ChannelConfig:
         channel = host.channel(name) if CHANNEL_NAME.match(name) else None
@@ -766,9 +815,15 @@ class UploadHandler(BaseHTTPRequestHandler):
 
 
 def build_server(
-    listener: socket.socket, config: Path | None, settings: Path, workers: int
+    listener: socket.socket,
+    config: Path | None,
+    settings: Path,
+    workers: int,
+    edge_reporter: str = "",
+    public_url: str = "",
+    edge_reports: Path = DEFAULT_FOLDER / EDGE_REPORTS,
 ) -> UploadServer:
-    service = UploadService(config, settings, workers)
+    service = UploadService(config, settings, workers, edge_reporter, public_url, edge_reports)
     service.sweep_staging()
     service.pages.start()
     return UploadServer(listener, service)
@@ -786,10 +841,30 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--workers", type=int, default=os.cpu_count() or 2, help="packages validated at once"
     )
+    parser.add_argument(
+        "--edge-reporter", default="", help="the edges' login, whose download reports count"
+    )
+    parser.add_argument(
+        "--public-url", default="", help="https://NAME[:PORT] people reach the channels at"
+    )
+    parser.add_argument(
+        "--edge-reports",
+        type=Path,
+        default=DEFAULT_FOLDER / EDGE_REPORTS,
+        help="where the edges' download reports are kept",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s", stream=sys.stderr)
     try:
-        server = build_server(listener_from_args(args), args.config, args.settings, args.workers)
+        server = build_server(
+            listener_from_args(args),
+            args.config,
+            args.settings,
+            args.workers,
+            args.edge_reporter,
+            args.public_url,
+            args.edge_reports,
+        )
     except (ConfigError, SettingsError) as exc:
         parser.error(str(exc))
     LOG.info("accepting uploads with %d validation workers", args.workers)

@@ -29,7 +29,7 @@ LAYERS = {
     "pages": {"browse"},
     "subdir index owner": {"subdir_index"},
     "package files owner": {"channel_files", "index_backends"},
-    "owned": {"repodata", "provenance", "adjustments"},
+    "owned": {"repodata", "provenance", "adjustments", "downloads"},
     "settings": {"config", "rights"},
     "formats": {"packages", "shards"},
     "primitives": {"files", "locking", "account", "cli", "service", "release", "counters"},

@@ -14,12 +14,21 @@ from pathlib import Path
 
 import pytest
 
-from condaport import index
+from condaport import downloads, index
 from condaport.config import load
 from condaport.counters import Counters, read_all
-from condaport.metrics import Family, MetricsServer, collect, exposition, loopback_listener
+from condaport.metrics import (
+    Family,
+    MetricsServer,
+    collect,
+    download_families,
+    exposition,
+    loopback_listener,
+)
 from tests.support.channel_tree import ChannelTree
 from tests.support.pkgbuild import build_conda
+from tests.unit.test_downloads import INSTANCE
+from tests.unit.test_downloads import line as download_line
 from tests.unit.test_upload import Host, host  # noqa: F401 - the upload service fixture
 
 pytestmark = pytest.mark.channels(main=("noarch", "linux-64"), other=("noarch",))
@@ -165,3 +174,21 @@ def test_the_exporter_serves_on_loopback_only(tree: ChannelTree) -> None:
     finally:
         server.shutdown()
         server.server_close()
+
+
+def test_downloads_are_this_hosts_own_per_version(tmp_path: Path) -> None:
+    """N served files give N in the family; an edge's report held on the primary is the
+    edge's to export, not the primary's (a sum over hosts counts each install once)."""
+    log = tmp_path / "downloads.log"
+    log.write_text(
+        line("/main/noarch/tool-1.0-0.conda") * 3 + line("/main/noarch/tool-2.0-0.conda")
+    )
+    downloads.collect(log, tmp_path)
+    report = {"main/noarch/tool-1.0-0.conda": 5}
+    downloads.merge_report(tmp_path / downloads.EDGE_REPORTS, INSTANCE, report)
+    text = exposition(download_families(tmp_path))
+    assert (
+        'condaport_downloads_total{channel="main",subdir="noarch",package="tool",version="1.0"} 3'
+        in text
+    )
+    assert 'version="2.0"} 1' in text
