@@ -180,9 +180,8 @@ def test_downloads_are_this_hosts_own_per_version(tmp_path: Path) -> None:
     """N served files give N in the family; an edge's report held on the primary is the
     edge's to export, not the primary's (a sum over hosts counts each install once)."""
     log = tmp_path / "downloads.log"
-    log.write_text(
-        line("/main/noarch/tool-1.0-0.conda") * 3 + line("/main/noarch/tool-2.0-0.conda")
-    )
+    served = download_line("/main/noarch/tool-1.0-0.conda") * 3
+    log.write_text(served + download_line("/main/noarch/tool-2.0-0.conda"))
     downloads.collect(log, tmp_path)
     report = {"main/noarch/tool-1.0-0.conda": 5}
     downloads.merge_report(tmp_path / downloads.EDGE_REPORTS, INSTANCE, report)
