@@ -107,7 +107,7 @@ def test_served_certificate_chains_to_the_acme_root(pebble_root: Path, tmp_path:
 
 def test_port_80_serves_challenges_and_redirects_everything_else() -> None:
     token = "molecule-probe-token"
-    path = f"/var/lib/condaport/acme-challenge/.well-known/acme-challenge/{token}"
+    path = f"/var/lib/condaport-acme/challenge/.well-known/acme-challenge/{token}"
     run("sh", "-c", f"printf probe-value > {path}")
     try:
         served = run("curl", "-sS", f"http://{NAME}/.well-known/acme-challenge/{token}")
@@ -125,7 +125,7 @@ def test_port_80_serves_challenges_and_redirects_everything_else() -> None:
     finally:
         run("rm", "-f", path)
     mode = run(
-        "stat", "-c", "%U %a", "/var/lib/condaport/acme-challenge/.well-known/acme-challenge"
+        "stat", "-c", "%U %a", "/var/lib/condaport-acme/challenge/.well-known/acme-challenge"
     )
     assert mode.stdout.split() == ["root", "755"]
 
