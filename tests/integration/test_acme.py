@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.serialization import Encoding
 
 CONTAINER = os.environ.get("CONDAPORT_CONTAINER", "")
 NAME = os.environ.get("CONDAPORT_ACME_NAME", "")
@@ -75,10 +76,8 @@ def verify_chain(
 ) -> subprocess.CompletedProcess[str]:
     """openssl's verdict on the chain for the channel's name, trusting pebble's root only."""
     leaf, intermediates = work / "leaf.pem", work / "intermediates.pem"
-    leaf.write_bytes(chain[0].public_bytes(x509.base.serialization.Encoding.PEM))
-    intermediates.write_bytes(
-        b"".join(c.public_bytes(x509.base.serialization.Encoding.PEM) for c in chain[1:])
-    )
+    leaf.write_bytes(chain[0].public_bytes(Encoding.PEM))
+    intermediates.write_bytes(b"".join(c.public_bytes(Encoding.PEM) for c in chain[1:]))
     return subprocess.run(
         [
             "openssl",
