@@ -23,7 +23,7 @@ LAYERS = {
         "verifier",
     },
     "channel management": {"manage"},
-    "operations": {"intake", "batch"},
+    "operations": {"intake", "batch", "backup"},
     "channel steps": {"index", "publish", "trees"},
     "pages": {"browse"},
     "subdir index owner": {"subdir_index"},
