@@ -272,7 +272,12 @@ def backup(
             zstandard.ZstdCompressor(level=3, threads=-1).stream_writer(raw) as packed,
             tarfile.open(fileobj=packed, mode="w|", format=tarfile.PAX_FORMAT) as archive,
         ):
-            notes = _copy_writer_part(child.stdout, archive, report)
+            try:
+                notes = _copy_writer_part(child.stdout, archive, report)
+            except tarfile.TarError as exc:
+                # A stream cut short: the writer's own error (on stderr) says why.
+                child.wait()
+                raise BackupError("the writer part of the backup failed (see above)") from exc
             for section, where in (("etc", places.etc_dir), ("auth", places.auth_dir)):
                 if where.is_dir():
                     _add_tree(archive, where, section)

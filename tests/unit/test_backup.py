@@ -6,8 +6,11 @@ from __future__ import annotations
 import io
 import json
 import os
+import pwd
+import shutil
 import stat
 import tarfile
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -18,7 +21,7 @@ import zstandard
 from condaport import channels_command, index
 from condaport.backup import BackupError, HostileArchive, Places, backup, restore
 from condaport.locking import channel_lock
-from tests.support.channel_tree import ChannelTree
+from tests.support.channel_tree import ChannelTree, make_tree
 from tests.support.pkgbuild import build_conda
 
 
@@ -259,3 +262,31 @@ def test_a_hostile_archive_fails_the_command_with_a_clear_message(
     assert "refused: '../../x' steps outside its folder" in capsys.readouterr().err
     assert os.listdir(fresh.etc_dir) == ["condaport.json"]
     assert not fresh.channels_root.exists()
+
+
+def test_the_trees_are_read_as_the_writer_account(tmp_path: Path) -> None:
+    """The child that reads the trees works as the writer: a root-only file planted in a
+    tree is not readable to it, and the backup fails instead of archiving it as root."""
+    base = Path(tempfile.mkdtemp(dir="/var/tmp"))
+    try:
+        base.chmod(0o755)
+        tree = make_tree(base)
+        places = _host(tree)
+        nobody = pwd.getpwnam("nobody")
+        for top in (tree.root, tree.state, tree.staging):
+            for folder, dirs, files in os.walk(top):
+                for name in [*dirs, *files, ""]:
+                    os.lchown(Path(folder) / name, nobody.pw_uid, nobody.pw_gid)
+        archive = tmp_path / "host.tar.zst"
+        report = backup(places, ["main"], archive, writer="nobody")
+        assert "main/noarch/repodata.json" in report.repodata
+        assert list(tree.staging.iterdir()) == [], "the writer's snapshot stayed behind"
+
+        planted = tree.subdir("noarch") / "root-only.conda"
+        planted.write_bytes(b"secret")
+        planted.chmod(0o600)
+        with pytest.raises(BackupError, match="writer part"):
+            backup(places, ["main"], tmp_path / "again.tar.zst", writer="nobody")
+        assert not (tmp_path / "again.tar.zst").exists()
+    finally:
+        shutil.rmtree(base)
