@@ -441,13 +441,17 @@ def _empty_or_absent(path: Path) -> None:
         )
 
 
-def _hand_over(top: Path, staged: _Staged, uid: int, gid: int, folder_mode: int) -> None:
+def _hand_over(
+    top: Path, staged: _Staged, section: Path, uid: int, gid: int, folder_mode: int
+) -> None:
     """Give a restored tree to its owner bottom-up, so that no folder is handed over before
     everything inside it is done (root never works inside a tree the writer owns)."""
     for folder, dirs, files in os.walk(top, topdown=False):
         for name in files:
             path = Path(folder) / name
-            os.chmod(path, staged.modes.get(path, 0o600), follow_symlinks=False)
+            # Modes were noted where the file was staged (`section`), before it moved here.
+            mode = staged.modes.get(section / path.relative_to(top), 0o600)
+            os.chmod(path, mode, follow_symlinks=False)
             os.lchown(path, uid, gid)
         for name in dirs:
             os.chmod(Path(folder) / name, folder_mode, follow_symlinks=False)
@@ -519,7 +523,7 @@ def restore(
                 _move_tree(stage / section, target)
             else:
                 target.mkdir(mode=mode, parents=True, exist_ok=True)
-            _hand_over(target, staged, uid, gid, mode)
+            _hand_over(target, staged, stage / section, uid, gid, mode)
         for section, target in (("etc", places.etc_dir), ("auth", places.auth_dir)):
             if (stage / section).is_dir():
                 _install_root_files(stage / section, target, staged)

@@ -86,7 +86,13 @@ def test_a_restored_host_serves_the_same_repodata_and_keeps_its_secrets(
     for subdir in ("noarch", "linux-64"):
         original = (tree.subdir(subdir) / "repodata.json").read_bytes()
         assert (fresh.channels_root / "main" / subdir / "repodata.json").read_bytes() == original
-    assert (fresh.channels_root / "main" / "noarch" / "alpha-1.0-0.conda").is_file()
+    package = fresh.channels_root / "main" / "noarch" / "alpha-1.0-0.conda"
+    original_mode = stat.S_IMODE((tree.subdir("noarch") / "alpha-1.0-0.conda").stat().st_mode)
+    # NGINX must read what the writer placed: the modes come back as they were.
+    assert stat.S_IMODE(package.stat().st_mode) == original_mode
+    repodata_mode = stat.S_IMODE((tree.subdir("noarch") / "repodata.json").stat().st_mode)
+    restored = fresh.channels_root / "main" / "noarch" / "repodata.json"
+    assert stat.S_IMODE(restored.stat().st_mode) == repodata_mode
     assert sorted(p.name for p in (fresh.state_dir / "fingerprints").iterdir()) == ["main"]
     key = fresh.etc_dir / "tls" / "ca.key"
     assert key.read_text() == (places.etc_dir / "tls" / "ca.key").read_text()
