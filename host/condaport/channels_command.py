@@ -3,8 +3,11 @@
 `sync` makes every configured channel's folders (condaport.trees); `adjust` makes each
 channel's declared repodata patches and broken marks the ones in force (condaport.manage:
 what a maintainer set over HTTPS is kept); `promote` copies or moves a package from one
-channel to another on the host. Started as root, it works as the writer account. One
-JSON report on stdout, for the playbook.
+channel to another on the host. Started as root, it works as the writer account. `backup`
+writes one archive of the host (trees, state, configuration, TLS material, htpasswd files)
+and `restore` puts one onto a fresh host (condaport.backup): both stay root for the
+root-only parts and leave the trees to the writer account. One JSON report on stdout, for
+the playbook.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import argparse
 import functools
 import json
 import sys
+from pathlib import Path
 
 from condaport.account import AccountError, become_writer
 from condaport.adjustments import BadAdjustment, check_file
+from condaport.backup import BackupError, Places, backup, restore
 from condaport.channel_files import ChannelFiles
 from condaport.cli import exit_now
-from condaport.config import ConfigError, HostConfig, host_options, resolve
+from condaport.config import ConfigError, HostConfig, config_path, host_options, resolve
 from condaport.index_backends import IndexFailed, backend_named
 from condaport.intake import ChannelGuard, Conflict, Missing, WrongSubdir
 from condaport.locking import LockTimeout, channel_lock
@@ -54,7 +59,26 @@ def _parser() -> argparse.ArgumentParser:
     move.add_argument("--move", action="store_true", help="remove it from the source after")
     move.add_argument("--force", action="store_true", help="replace a different file there")
     move.add_argument("--dry-run", action="store_true", help="report only (check mode)")
+    save = sub.add_parser(
+        "backup", parents=[host_options()], help="write one archive of the host (root only)"
+    )
+    save.add_argument("--archive", type=Path, required=True, help="the archive to write")
+    load = sub.add_parser(
+        "restore", parents=[host_options()], help="restore an archive onto a fresh host"
+    )
+    load.add_argument("--archive", type=Path, required=True, help="the archive to restore")
+    load.add_argument("--dry-run", action="store_true", help="check the archive only")
     return parser
+
+
+def _backup_or_restore(args: argparse.Namespace) -> dict[str, object]:
+    """Root's part: the configuration's places, the etc folder beside the configuration."""
+    host = resolve(args.config, args.channels_root, args.state_dir)
+    places = Places.of(host, config_path(args.config).parent)
+    if args.command == "backup":
+        names = [channel.name for channel in host.channels]
+        return backup(places, names, args.archive, writer=host.writer).as_dict()
+    return restore(args.archive, places, writer=host.writer, dry_run=args.dry_run)
 
 
 def _indexes(host: HostConfig) -> Indexes:
@@ -140,6 +164,9 @@ def _would_promote(host: HostConfig, source: str, target: str, where: str) -> di
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
+        if args.command in ("backup", "restore"):
+            print(json.dumps(_backup_or_restore(args)))
+            return 0
         host = resolve(args.config, args.channels_root, args.state_dir)
         become_writer(host.writer)
         if args.command == "sync":
@@ -159,6 +186,7 @@ def main(argv: list[str] | None = None) -> int:
         Conflict,
         WrongSubdir,
         Rejected,
+        BackupError,
         OSError,
     ) as exc:
         print(f"condaport-channels: {exc}", file=sys.stderr)

@@ -24,7 +24,7 @@ LAYERS = {
         "metrics",
     },
     "channel management": {"manage"},
-    "operations": {"intake", "batch"},
+    "operations": {"intake", "batch", "backup"},
     "channel steps": {"index", "publish", "trees"},
     "pages": {"browse"},
     "subdir index owner": {"subdir_index"},
