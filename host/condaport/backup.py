@@ -51,6 +51,7 @@ import zstandard
 from condaport.account import become_writer
 from condaport.config import CHANNEL_NAME, HostConfig
 from condaport.locking import channel_lock
+from condaport.subdir_index import SubdirIndex
 
 FORMAT = 1
 SECTIONS = ("channels", "state", "etc", "auth")
@@ -528,6 +529,7 @@ def restore(
             if (stage / section).is_dir():
                 _install_root_files(stage / section, target, staged)
         manifest = staged.manifest
+        adopted = _adopt_indexes(places, manifest, writer)
         places.etc_dir.mkdir(mode=0o755, parents=True, exist_ok=True)
         fd = os.open(mark, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, 0o600)
         with os.fdopen(fd, "w") as out:
@@ -539,8 +541,47 @@ def restore(
         "archive_sha256": digest,
         "channels": manifest.get("channels", []),
         "repodata": manifest.get("repodata"),
+        "adopted": adopted,
         "seconds": round(time.monotonic() - started, 3),
     }
+
+
+def _adopt_indexes(places: Places, manifest: dict, writer: str | None) -> list[str]:
+    """Have each restored subdir's index owner take the restored index files as its own
+    (as the writer, in a child process like the backup's), so that the converge after the
+    restore serves the very bytes the backup hashed instead of indexing anew."""
+    spec = {
+        "action": "adopt",
+        "channels_root": str(places.channels_root),
+        "state_dir": str(places.state_dir),
+        "writer": writer,
+        "repodata": manifest.get("repodata", {}),
+    }
+    child = subprocess.run(
+        [sys.executable, "-m", "condaport.backup", json.dumps(spec)],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+    )
+    if child.returncode != 0:
+        raise BackupError(f"adopting the restored indexes failed: {child.stderr.strip()}")
+    return json.loads(child.stdout)
+
+
+def _adopt_as_writer(channels_root: Path, state_dir: Path, declared: dict[str, str]) -> list[str]:
+    """Each subdir whose repodata.json is still the one the manifest names, adopted."""
+    adopted = []
+    for name, checksum in sorted(declared.items()):
+        relative = PurePosixPath(name)
+        if len(relative.parts) != 3 or not CHANNEL_NAME.match(relative.parts[0]):
+            continue
+        path = channels_root / relative
+        if _archive_sha256(path) != checksum:
+            continue
+        owner = SubdirIndex.at(channels_root / relative.parts[0], relative.parts[1], state_dir)
+        if owner.adopt():
+            adopted.append(str(relative.parent))
+    return adopted
 
 
 def _writer_main(argv: list[str]) -> int:
@@ -549,6 +590,12 @@ def _writer_main(argv: list[str]) -> int:
     spec = json.loads(argv[0])
     try:
         become_writer(spec["writer"])
+        if spec.get("action") == "adopt":
+            adopted = _adopt_as_writer(
+                Path(spec["channels_root"]), Path(spec["state_dir"]), spec["repodata"]
+            )
+            print(json.dumps(adopted))
+            return 0
         places = Places(Path(spec["channels_root"]), Path(spec["state_dir"]))
         snapshot = Path(tempfile.mkdtemp(prefix=".backup-", dir=spec["snapshot_parent"]))
         try:

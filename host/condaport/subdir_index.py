@@ -250,6 +250,26 @@ class SubdirIndex:
         )
         replace_atomically(target, (digest + "\n").encode(), durable=False)
 
+    def adopt(self) -> bool:
+        """Take the index files found beside the package files as this subdir's index,
+        when they list exactly those files (packages, and broken ones under `removed`): a
+        restore has put back both, with the bytes its manifest proved, but not the inodes
+        and ctimes the fingerprint was made of. Recording the rows as indexed keeps the
+        restored bytes instead of rendering them anew. False, nothing recorded, otherwise."""
+        try:
+            document = repodata.Document.load(self.folder)
+        except repodata.RepodataUnusable:
+            return False
+        rows = self.rows()
+        listed = set(document.records())
+        removed = document.top.get("removed", [])
+        if not isinstance(removed, list) or listed & set(removed):
+            return False
+        if listed | set(removed) != set(rows):
+            return False
+        self._record_fingerprint(rows)
+        return True
+
     def replaced_since_indexed(self, rows: Rows) -> bool:
         """Whether a file the last index saw under a name is now another file of that name
         (or whether that is unknown): the index must then read every record again, since

@@ -99,6 +99,10 @@ def test_a_restored_host_serves_the_same_repodata_and_keeps_its_secrets(
     assert stat.S_IMODE(key.stat().st_mode) == 0o600
     assert stat.S_IMODE((fresh.auth_dir / "main.htpasswd").stat().st_mode) == 0o640
     assert stat.S_IMODE(fresh.state_dir.stat().st_mode) == 0o700
+    # The restored index is the subdirs' own: the converge after a restore (its index
+    # heal) finds nothing stale and keeps the bytes the manifest proved.
+    assert sorted(result["adopted"]) == ["main/linux-64", "main/noarch"]
+    assert index.run(fresh.channels_root, fresh.state_dir, None) == {}
     # A second run of the restore playbook changes nothing.
     assert restore(archive, fresh, writer=None, work_dir=tmp_path)["changed"] is False
 

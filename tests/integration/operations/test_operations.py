@@ -154,11 +154,7 @@ def test_a_backup_taken_during_an_upload_restores_onto_a_fresh_host(
     recap = [line for line in again.stdout.splitlines() if line.startswith(ops["restored"])]
     assert recap and "changed=0" in recap[-1], again.stdout[-3000:]
 
-    # The restore places the archived repodata.json byte for byte (checked against the
-    # manifest, tests/unit/test_backup.py), but the converge after it indexes every subdir
-    # again, most likely because the index fingerprint (condaport.channel_files.row_of)
-    # holds each file's inode and ctime, which no restore can keep; the new bytes differ
-    # from the archived ones. Known open item (issue 20): once the index owner can adopt a
-    # restored subdir whose repodata the manifest proved, this becomes a plain assert.
-    if hashlib.sha256(restored).hexdigest() != taken:
-        pytest.xfail("the converge after a restore re-indexes (fingerprint holds inode, ctime)")
+    # The restored host serves the very bytes the backup hashed: the restore has each
+    # subdir's index owner adopt the restored index (condaport.subdir_index.adopt), so the
+    # converge after it finds nothing stale and indexes nothing anew.
+    assert hashlib.sha256(restored).hexdigest() == taken
