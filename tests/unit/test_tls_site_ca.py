@@ -10,6 +10,7 @@ and a second run, a --check run and a name change do only what they should.
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import re
@@ -61,6 +62,7 @@ class Site:
         shared = {
             "condaport_tls_site_ca_dir": str(self.ca_dir),
             "condaport_tls_site_names": ["site.test"],
+            "condaport_tls_site_ips": ["192.0.2.0/24", "2001:db8::10"],
             **extra,
         }
         inventory = {
@@ -162,11 +164,16 @@ def test_site_ca_cannot_sign_outside_the_site(site: Site, tmp_path: Path) -> Non
     ca = site.ca_dir / "ca.crt"
     extension = name_constraints(ca)
     assert extension is not None and extension.critical
-    assert extension.value.permitted_subtrees == [x509.DNSName("site.test")]
-    for names in (["evil.example.com"], ["site.test.example.com"], ["192.0.2.7"]):
+    assert extension.value.permitted_subtrees == [
+        x509.DNSName("site.test"),
+        x509.IPAddress(ipaddress.ip_network("192.0.2.0/24")),
+        x509.IPAddress(ipaddress.ip_network("2001:db8::10/128")),
+    ]
+    for names in (["evil.example.com"], ["site.test.example.com"], ["198.51.100.7"]):
         leaf = sign_leaf(ca, site.ca_dir / "ca.key", names, tmp_path / "leaf.pem")
         assert openssl_verify(ca, leaf).returncode != 0, names
-    inside = sign_leaf(ca, site.ca_dir / "ca.key", ["new.site.test"], tmp_path / "in.pem")
+    own = ["new.site.test", "192.0.2.7", "2001:db8::10"]
+    inside = sign_leaf(ca, site.ca_dir / "ca.key", own, tmp_path / "in.pem")
     assert openssl_verify(ca, inside).returncode == 0
 
 
