@@ -100,7 +100,7 @@ def _write_unconstrained_ca(tls_dir: Path, names: list[str]) -> None:
         .add_extension(
             x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
         )
-        .add_extension(x509.SubjectKeyIdentifier.frompublic_key_of(ca_key.public_key()), False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
         .sign(ca_key, hashes.SHA256())
     )
     (tls_dir / "ca.key").write_bytes(
