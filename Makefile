@@ -68,7 +68,7 @@ unit: deps
 
 # Two lanes side by side (a converge mostly waits on round trips); each lane runs its
 # scenarios one after another. Logs: artifacts/molecule-logs/<scenario>.log.
-MOLECULE_LANES ?= "default edges" "publishing uploading clients"
+MOLECULE_LANES ?= "default edges sample" "publishing uploading clients"
 
 .PHONY: molecule
 molecule: images
