@@ -74,7 +74,7 @@ unit: deps
 
 # Two lanes side by side (a converge mostly waits on round trips); each lane runs its
 # scenarios one after another. Logs: artifacts/molecule-logs/<scenario>.log.
-MOLECULE_LANES ?= "default edges acme" "publishing uploading clients operations"
+MOLECULE_LANES ?= "default edges sample acme" "publishing uploading clients operations"
 
 .PHONY: molecule
 molecule: images

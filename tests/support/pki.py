@@ -1,78 +1,38 @@
-"""A CA and server certificates for scenarios with several hosts (molecule/edges).
-
-An operator's PKI issues every channel host and edge a certificate from one CA, so
-clients trust one CA whichever edge a balancer picks; the scenario plays that PKI on the
-controller. Existing files are kept, so a second run (idempotence) changes nothing.
-
-Usage: python -m tests.support.pki DIR HOST [HOST...]   (from the project's root)
-writes DIR/ca.crt, DIR/ca.key and DIR/HOST.crt + DIR/HOST.key for each HOST, valid for
-HOST, localhost and 127.0.0.1.
-"""
+"""What the TLS role's tests share: the Python its modules run with, and a key's or a
+certificate's identity, to tell a re-issued key or certificate from a kept one."""
 
 from __future__ import annotations
 
-import datetime
+import subprocess
 import sys
 from pathlib import Path
 
 from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.x509.oid import NameOID
-
-from tests.support.certs import new_key, sign_leaf
-
-DAYS = 30
+from cryptography.hazmat.primitives import serialization
 
 
-def _name(text: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+def host_python() -> str:
+    """The interpreter the modules run with: Debian's, like on a channel host, if present.
+
+    community.crypto 3.0.5 cannot create EC keys with cryptography >= 46.0.5 (its curve
+    lookup misses them), which a controller venv may well have; Debian 12's 38.0 works.
+    """
+    system = Path("/usr/bin/python3")
+    if system.exists():
+        probe = subprocess.run([system, "-c", "import cryptography"], check=False)
+        if probe.returncode == 0:
+            return str(system)
+    return sys.executable
 
 
-def make_ca(folder: Path) -> None:
-    key = new_key(folder / "ca.key")
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(_name("condaport scenario CA"))
-        .issuer_name(_name("condaport scenario CA"))
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), True)
-        .add_extension(
-            x509.KeyUsage(False, False, False, False, False, True, True, False, False), True
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), False)
-        .sign(key, hashes.SHA256())
-    )
-    (folder / "ca.crt").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-
-
-def make_leaf(folder: Path, host: str) -> None:
-    sign_leaf(
-        folder / "ca.crt",
-        folder / "ca.key",
-        [host, "localhost", "127.0.0.1"],
-        folder / f"{host}.crt",
-        key_out=folder / f"{host}.key",
-        days=DAYS,
+def public_key_of(path: Path) -> bytes:
+    """The public half (DER) of the private key at `path`."""
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    return key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 3:
-        print(__doc__, file=sys.stderr)
-        return 2
-    folder = Path(argv[1])
-    folder.mkdir(parents=True, exist_ok=True)
-    if not (folder / "ca.crt").exists():
-        make_ca(folder)
-    for host in argv[2:]:
-        if not (folder / f"{host}.crt").exists():
-            make_leaf(folder, host)
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main(sys.argv))
+def serial_of(path: Path) -> int:
+    """The serial number of the (first) certificate at `path`."""
+    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number

@@ -15,7 +15,6 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tests.support.certs import name_constraints, openssl_verify, sign_leaf
+from tests.support.pki import host_python, public_key_of, serial_of
 from tests.support.playbook import ansible_playbook_path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -52,27 +52,13 @@ pytestmark = [
 ]
 
 
-def _host_python() -> str:
-    """The interpreter the modules run with: Debian's, like on a channel host, if present.
-
-    community.crypto 3.0.5 cannot create EC keys with cryptography >= 46.0.5 (its curve
-    lookup misses them), which a controller venv may well have; Debian 12's 38.0 works.
-    """
-    system = Path("/usr/bin/python3")
-    if system.exists():
-        probe = subprocess.run([system, "-c", "import cryptography"], check=False)
-        if probe.returncode == 0:
-            return str(system)
-    return sys.executable
-
-
 def run_role(tls_dir: Path, names: list[str], ips: list[str], *, check: bool = False) -> int:
     """Run generated.yml against `tls_dir`; return the play recap's changed count."""
     tls_dir.mkdir(exist_ok=True)
     playbook = tls_dir.parent / "generated.yml"
     playbook.write_text(PLAYBOOK)
     extra = {
-        "ansible_python_interpreter": _host_python(),
+        "ansible_python_interpreter": host_python(),
         "condaport_tls_dir": str(tls_dir),
         "condaport_tls_server_names": names,
         "condaport_tls_server_ips": ips,
@@ -94,17 +80,6 @@ def run_role(tls_dir: Path, names: list[str], ips: list[str], *, check: bool = F
     )
     assert result.returncode == 0 and recap, result.stdout + result.stderr
     return int(recap.group(1))
-
-
-def _public_key(path: Path) -> bytes:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    return key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-
-
-def _serial(path: Path) -> int:
-    return x509.load_pem_x509_certificate(path.read_bytes()).serial_number
 
 
 def _write_unconstrained_ca(tls_dir: Path, names: list[str]) -> None:
@@ -250,17 +225,17 @@ def test_unconstrained_ca_is_replaced_with_a_new_key(tmp_path: Path) -> None:
     # every client still trusting the old certificate keeps trusting that key for any name.
     tls = tmp_path / "tls"
     _write_unconstrained_ca(tls, ["channel.example.org"])
-    old_ca_key = _public_key(tls / "ca.key")
-    old_server_serial = _serial(tls / "server.fullchain.pem")
+    old_ca_key = public_key_of(tls / "ca.key")
+    old_server_serial = serial_of(tls / "server.fullchain.pem")
 
     assert run_role(tls, ["channel.example.org"], [], check=True) > 0
-    assert _public_key(tls / "ca.key") == old_ca_key, "check mode changed the CA key"
+    assert public_key_of(tls / "ca.key") == old_ca_key, "check mode changed the CA key"
     assert run_role(tls, ["channel.example.org"], []) > 0
 
-    assert _public_key(tls / "ca.key") != old_ca_key
+    assert public_key_of(tls / "ca.key") != old_ca_key
     extension = name_constraints(tls / "ca.crt")
     assert extension is not None and extension.critical
-    assert _serial(tls / "server.fullchain.pem") != old_server_serial
+    assert serial_of(tls / "server.fullchain.pem") != old_server_serial
     _assert_accepted(tls, tls / "server.fullchain.pem")
     _assert_refused(tls, ["evil.example.com"], tmp_path, "permitted subtree violation")
     assert run_role(tls, ["channel.example.org"], []) == 0
@@ -270,14 +245,14 @@ def test_unconstrained_ca_is_replaced_with_a_new_key(tmp_path: Path) -> None:
 def test_added_name_reissues_the_ca_and_the_server_certificate(tmp_path: Path) -> None:
     tls = tmp_path / "tls"
     run_role(tls, ["channel.example.org"], [])
-    ca_key = _public_key(tls / "ca.key")
-    ca_serial = _serial(tls / "ca.crt")
+    ca_key = public_key_of(tls / "ca.key")
+    ca_serial = serial_of(tls / "ca.crt")
 
     assert run_role(tls, ["channel.example.org", "conda.example.org"], []) > 0
 
     # Same key: a name change is routine, the old certificate was constrained already.
-    assert _public_key(tls / "ca.key") == ca_key
-    assert _serial(tls / "ca.crt") != ca_serial
+    assert public_key_of(tls / "ca.key") == ca_key
+    assert serial_of(tls / "ca.crt") != ca_serial
     extension = name_constraints(tls / "ca.crt")
     assert extension is not None
     assert x509.DNSName("conda.example.org") in (extension.value.permitted_subtrees or [])
