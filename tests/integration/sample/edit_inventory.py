@@ -3,8 +3,9 @@
 Used by molecule/sample/prepare.yml on a copy of inventories/production (SAMPLE/inventory):
 host names (the scenario's containers), the primary's name where the edges reach it, the
 balancer's public name (`localhost`: the published port is how a client here reaches it),
-the site's names, the edge and balancer groups uncommented, and vault.yml made from its
-example with fresh values, then encrypted. Nothing else changes: a text that is not found
+the site's names, the edge and balancer groups uncommented, the wheelhouse turned on (the
+scenario's hosts reach no package index), and vault.yml made from its example with fresh
+values, then encrypted. Nothing else changes: a text that is not found
 fails the run, so a sample that drifts from these edits breaks the scenario, not the test.
 
     python -m tests.integration.sample.edit_inventory SAMPLE
@@ -104,6 +105,11 @@ def main(argv: list[str]) -> int:
         inventory / "group_vars" / "all" / "tls.yml",
         "  - conda.example.org\n",
         "".join(f"  - {name}\n" for name in (PRIMARY, EDGE, PUBLIC_NAME)),
+    )
+    replace(
+        inventory / "group_vars" / "all" / "tools.yml",
+        "# condaport_tools_wheelhouse_dir:",
+        "condaport_tools_wheelhouse_dir:",
     )
     write_vault(inventory, sample)
     return 0

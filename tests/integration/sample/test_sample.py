@@ -9,6 +9,7 @@ as alice with her password from the vault. Outside the scenario the suite is ski
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -19,7 +20,7 @@ import pytest
 from tests.support.build_sample import build_sample
 from tests.support.client import run_install, write_auth_file
 
-from .edit_inventory import EDGE
+from .edit_inventory import EDGE, PRIMARY
 
 PACKAGE = "hello-condaport"
 
@@ -39,7 +40,7 @@ def test_client_installs_through_the_balancer(sample: dict, tmp_path: Path) -> N
     published = subprocess.run(
         [
             *sample["ansible_playbook"],
-            f"{sample['project']}/playbooks/publish.yml",
+            "condaport.channels.publish",
             "-e",
             json.dumps({"condaport_publish_source_dir": str(dist)}),
         ],
@@ -75,3 +76,45 @@ def test_client_installs_through_the_balancer(sample: dict, tmp_path: Path) -> N
     ).stdout
     assert f"/main/noarch/{PACKAGE}-" in log
     print(f"installed {PACKAGE} from {url} through the balancer")
+
+
+def test_the_hosts_reach_no_package_index_and_run_the_shipped_wheel(sample: dict) -> None:
+    """The converge installed condaport and its dependencies with no index: the hosts' pip
+    cannot reach one, and what runs is the wheel the collection artifact shipped."""
+    for host in (PRIMARY, EDGE):
+        tried = subprocess.run(
+            [
+                "podman",
+                "exec",
+                host,
+                "/opt/condaport/venv/bin/pip",
+                "download",
+                "--no-deps",
+                "--dest",
+                "/tmp/probe",
+                "zstandard",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        assert tried.returncode != 0, tried.stdout
+        build = subprocess.run(
+            [
+                "podman",
+                "exec",
+                host,
+                "/opt/condaport/venv/bin/python",
+                "-c",
+                "from condaport import release; print(release.installed_build())",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        (shipped,) = Path(sample["sample_dir"]).glob(
+            "collections/ansible_collections/condaport/channels/roles/condaport_tools/files/wheels/*.whl"
+        )
+        assert build == hashlib.sha256(shipped.read_bytes()).hexdigest(), host
