@@ -54,7 +54,7 @@ SUPPORTED = "condaport supports Debian 12 (bookworm) and Debian 13 (trixie)"
 
 PLAYBOOK = """\
 - name: Check the host's release
-  hosts: all
+  hosts: all:!publishing
   gather_facts: false
   roles:
     - role: condaport_nginx
@@ -64,6 +64,17 @@ PLAYBOOK = """\
         msg:
           release: "{{ condaport_debian_release }}"
           http2_directive: "{{ __condaport_nginx_http2_directive }}"
+      tags: [preflight]
+
+- name: Publish on a converged host
+  hosts: publishing
+  gather_facts: false
+  roles:
+    - role: condaport_publish
+  tasks:
+    - name: Report that the preflight let the host through
+      ansible.builtin.debug:
+        msg: {release: "not read"}
       tags: [preflight]
 """
 
@@ -84,6 +95,12 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
             "condaport_channels": [{"name": "main"}],
             "condaport_nginx_users": [{"name": "ci", "password": "unit-test-password"}],
         }
+    # Publishing runs on converged hosts only (their condaport version is checked instead),
+    # so it spends no round trip on the release: even this text does not stop it.
+    hosts["publishing"] = {
+        **hosts["ubuntu2404"],
+        "condaport_publish_source_dir": str(scratch),
+    }
     (scratch / "inventory.json").write_text(json.dumps({"all": {"hosts": hosts}}))
     # Extra variables outrank the role's vars/main.yml, where the path is fixed; each host
     # then reads its own sample.
@@ -123,7 +140,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
                     continue
                 if answer.get("failed"):
                     seen[host] = {"failed": answer.get("msg", ""), "task": task["task"]["name"]}
-                elif task["task"]["name"] == "Report the release and its NGINX settings":
+                elif task["task"]["name"].startswith("Report "):
                     seen[host] = {"reported": answer["msg"]}
     return seen
 
@@ -174,3 +191,7 @@ def test_http2_follows_the_nginx_of_each_release() -> None:
     assert "http2 on;" not in bookworm
     assert not [line for line in trixie if line.startswith("listen ") and " http2" in line]
     assert "http2 on;" in trixie
+
+
+def test_publishing_reads_no_release(outcome: dict[str, dict]) -> None:
+    assert outcome["publishing"] == {"reported": {"release": "not read"}}
