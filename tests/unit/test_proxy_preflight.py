@@ -89,6 +89,9 @@ def run(tmp_path_factory: pytest.TempPathFactory) -> tuple[str, dict[str, tuple[
     hosts = {
         name: {
             "ansible_connection": "local",
+            # The shared preflight reads /etc/os-release with a module: run it with the
+            # Python running the tests, not whatever interpreter discovery finds first.
+            "ansible_python_interpreter": "{{ ansible_playbook_python }}",
             "condaport_channels": [{"name": "main"}, {"name": f"proxy-{name}", **channel}],
             "condaport_nginx_users": [{"name": "reader", "password": "reader-password"}],
         }
