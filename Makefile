@@ -81,7 +81,7 @@ unit: deps
 # Logs: artifacts/molecule-logs/<scenario>@<release>.log.
 MOLECULE_LANES ?= "default@12 acme@12 uploading@13 clients@13" \
   "uploading@12 default@13 sample@12 clients@12" \
-  "edges@12 publishing@12 operations@12"
+  "publishing@12 edges@12 operations@12"
 
 .PHONY: molecule
 molecule: images
