@@ -156,7 +156,7 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
 )
 def test_other_systems_are_refused_by_name(outcome: dict[str, dict], host: str, found: str) -> None:
     assert "failed" in outcome[host], outcome[host]
-    assert outcome[host]["task"] == f"condaport : {CHECK}"
+    assert outcome[host]["task"] == f"condaport.channels.condaport : {CHECK}"
     assert outcome[host]["failed"] == f"{SUPPORTED}; {found}"
 
 
