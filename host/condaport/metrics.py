@@ -37,7 +37,7 @@ from condaport import downloads
 from condaport.channel_files import QUARANTINE
 from condaport.config import DEFAULT_PATH, ConfigError, HostConfig, load
 from condaport.counters import read_all
-from condaport.service import SYSTEMD_FIRST_FD
+from condaport.service import systemd_listener
 from condaport.subdir_index import SubdirIndex, fingerprint_file
 
 LOG = logging.getLogger("condaport.metrics")
@@ -248,12 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         host = load(args.config)
     except ConfigError as exc:
         parser.error(str(exc))
-    if args.systemd_socket:
-        if os.environ.get("LISTEN_PID") != str(os.getpid()) or os.environ.get("LISTEN_FDS") != "1":
-            raise SystemExit("--systemd-socket: not started by a systemd socket with one listener")
-        listener = socket.socket(fileno=SYSTEMD_FIRST_FD)
-    else:
-        listener = loopback_listener(args.listen)
+    listener = systemd_listener() if args.systemd_socket else loopback_listener(args.listen)
     server = MetricsServer(listener, host, args.certificate)
     try:
         server.serve_forever()
