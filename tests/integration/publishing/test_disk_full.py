@@ -1,4 +1,4 @@
-"""A full disk (the channel tree is a 24 MB tmpfs) while placing and while indexing: nothing
+"""A full disk (the channel tree is a 64 MB tmpfs) while placing and while indexing: nothing
 in the channel is lost, the last good index stays served, and a rerun heals."""
 
 from __future__ import annotations
