@@ -48,7 +48,11 @@ def _repodata(ops: dict, base: str) -> bytes:
 
 def _playbook(ops: dict, playbook: str, *extra: str) -> subprocess.CompletedProcess[str]:
     argv = ["ansible-playbook", "-i", ops["inventory"], f"playbooks/{playbook}", *extra]
-    result = subprocess.run(argv, cwd=PROJECT, capture_output=True, text=True, timeout=900)
+    # Molecule forces colour on; the recap lines are read below, so without it.
+    plain = {**os.environ, "ANSIBLE_FORCE_COLOR": "false", "ANSIBLE_NOCOLOR": "true"}
+    result = subprocess.run(
+        argv, cwd=PROJECT, capture_output=True, text=True, timeout=900, env=plain
+    )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     return result
 
