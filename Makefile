@@ -81,7 +81,9 @@ unit: deps
 # Logs: artifacts/molecule-logs/<scenario>@<release>.log.
 MOLECULE_LANES ?= "default@12 acme@12 uploading@13 clients@13" \
   "uploading@12 default@13 sample@12 clients@12" \
-  "publishing@12 edges@12 operations@12"
+  "publishing@12 edges@12"
+# molecule/operations (upgrade from 0.11.0, backup, restore) runs on its own for now:
+# `molecule test -s operations`; see CHANGELOG 0.12.0 for its state.
 
 .PHONY: molecule
 molecule: images
