@@ -73,17 +73,15 @@ lint: deps
 unit: deps
 	pytest -q -rs tests/unit
 
-# Two lanes side by side (a converge mostly waits on round trips); each lane runs its
-# scenarios one after another. An entry is scenario@release (Debian 12 or 13): every scenario
-# runs on 12, and default, uploading and clients also on 13. Three lanes (a converge mostly
-# waits on round trips), balanced by measured times; a scenario's two releases never run at
-# once (its containers and ports are fixed: run-scenarios.sh holds a lock per scenario).
+# Three lanes side by side (a converge mostly waits on round trips), balanced by measured
+# times; each lane runs its scenarios one after another. An entry is scenario@release
+# (Debian 12 or 13): every scenario runs on 12, and default, uploading and clients also on
+# 13. A scenario's two releases never run at once (its containers and ports are fixed:
+# run-scenarios.sh holds a lock per scenario).
 # Logs: artifacts/molecule-logs/<scenario>@<release>.log.
 MOLECULE_LANES ?= "default@12 acme@12 uploading@13 clients@13" \
   "uploading@12 default@13 sample@12 clients@12" \
-  "publishing@12 edges@12"
-# molecule/operations (upgrade from 0.11.0, backup, restore) runs on its own for now:
-# `molecule test -s operations`; see CHANGELOG 0.12.0 for its state.
+  "publishing@12 edges@12 operations@12"
 
 .PHONY: molecule
 molecule: images

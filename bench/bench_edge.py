@@ -62,6 +62,7 @@ def render_edge(prefix: Path, origin_port: int) -> dict[str, Path]:
         "condaport_edge_package_validity": 31536000,
         "condaport_edge_nginx_files": {k: str(v) for k, v in files.items()},
         "condaport_nginx_cache_snippet": str(files["cache"]),
+        "condaport_metrics_enabled": False,
         "__condaport_nginx_error_log": str(prefix / "error.log"),
         "__condaport_edge_upstream_host": "localhost",
         "__condaport_edge_upstream_port": origin_port,
@@ -71,6 +72,7 @@ def render_edge(prefix: Path, origin_port: int) -> dict[str, Path]:
     loader = jinja2.FileSystemLoader([TEMPLATES, CACHE_TEMPLATE])
     env = jinja2.Environment(loader=loader, autoescape=False)
     env.filters["comment"] = lambda text: f"# {text}"
+    env.filters["bool"] = bool
     for kind in ("http", "proxy", "package", "index"):
         files[kind].write_text(env.get_template(f"{kind}.conf.j2").render(context))
     files["cache"].write_text(env.get_template("condaport-cache.conf.j2").render(context))

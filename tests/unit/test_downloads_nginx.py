@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bench.bench_auth import free_port
-from bench.bench_downloads import render_primary
+from bench.bench_serving import render_primary
 from condaport import downloads
 from tests.support.nginx import NGINX, running
 

@@ -123,6 +123,8 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
     primary_port, port = free_port(), free_port()
     inventory = {
         "condaport_auth_mode": "basic",
+        # Without the metrics (and Lua): tests/unit/test_metrics_nginx.py runs with them.
+        "condaport_metrics_enabled": False,
         "condaport_nginx_edge": True,
         "condaport_edge_upstream_url": f"https://localhost:{primary_port}",
         "condaport_edge_upstream_user": "edge",

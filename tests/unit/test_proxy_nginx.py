@@ -193,6 +193,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
     upstream_port, port = free_port(), free_port()
     inventory = {
         "condaport_auth_mode": "basic",
+        # Without the metrics (and Lua): tests/unit/test_metrics_nginx.py runs with them.
+        "condaport_metrics_enabled": False,
         "condaport_nginx_https_port": port,
         "condaport_nginx_http_port": 0,
         "condaport_nginx_listen_ipv6": False,
