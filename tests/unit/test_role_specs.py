@@ -63,3 +63,11 @@ def _readme_tables() -> dict[str, set[str]]:
 def test_readme_tables_name_exactly_the_declared_variables(role: Path) -> None:
     options = _load(role / "meta" / "argument_specs.yml")["argument_specs"]["main"]["options"]
     assert _readme_tables().get(role.name, set()) == set(options or {})
+
+
+@pytest.mark.parametrize("role", ROLE_DIRS, ids=lambda p: p.name)
+def test_no_default_points_into_the_playbooks(role: Path) -> None:
+    """Installed as a collection, the playbooks' folder is the collection's own (read-only,
+    replaced on upgrade): controller paths the roles write default beside the inventory."""
+    for name, value in _load(role / "defaults" / "main.yml").items():
+        assert "playbook_dir" not in str(value), f"{role.name}: {name} = {value}"
