@@ -189,8 +189,6 @@ def validate(module: AnsibleModule) -> None:
     rounds = params["rounds"]
     if rounds is not None and default_rounds is not None and not low <= rounds <= high:
         module.fail_json(msg=f"rounds {rounds} is outside {low}..{high} for {params['scheme']}")
-    if not os.path.isdir(os.path.dirname(os.path.abspath(params["path"]))):
-        module.fail_json(msg=f"the directory of {params['path']} does not exist")
 
 
 def render(lines: list[tuple[str, str]]) -> str:
@@ -222,15 +220,24 @@ def main() -> None:
         add_file_common_args=True,
         supports_check_mode=True,
     )
+    validate(module)
+    params = module.params
+    path = params["path"]
+    names = [user["name"] for user in params["users"]]
+    if module.check_mode and not os.path.exists(path):
+        # --check on a new host: no file means every user is added, whatever the hashes;
+        # neither passlib nor the folder need to exist yet.
+        after = diff_view(names, [])
+        diff = {"before_header": path, "after_header": path, "before": "", "after": after}
+        module.exit_json(changed=True, diff=diff, added=names, updated=[], removed=[], unchanged=[])
+    if not os.path.isdir(os.path.dirname(os.path.abspath(path))):
+        module.fail_json(msg=f"the directory of {path} does not exist")
     if passlib_hash is None:
         module.fail_json(
             msg="passlib is not importable on the target: install Debian's python3-passlib and "
             "python3-bcrypt (or pip libpass)",
             exception=PASSLIB_ERROR,
         )
-    validate(module)
-    params = module.params
-    path = params["path"]
     handler = handler_for(params["scheme"], params["rounds"])
     try:
         handler.hash("backend probe")
@@ -285,8 +292,6 @@ def main() -> None:
     if os.path.exists(path):
         file_args = module.load_file_common_arguments(params)
         changed = module.set_fs_attributes_if_different(file_args, changed, diff=None)
-    elif module.check_mode:
-        changed = True
     module.exit_json(changed=changed, diff=diff, **result)
 
 

@@ -20,14 +20,20 @@ with warnings.catch_warnings():
     import crypt as glibc_crypt
 
 
-def run_module(tmp_path: Path, check_mode: bool = False, diff: bool = False, **args) -> dict:
+def run_module(
+    tmp_path: Path, check_mode: bool = False, diff: bool = False, env: dict | None = None, **args
+) -> dict:
     payload = {
         "ANSIBLE_MODULE_ARGS": {**args, "_ansible_check_mode": check_mode, "_ansible_diff": diff}
     }
     args_file = tmp_path / "args.json"
     args_file.write_text(json.dumps(payload))
     result = subprocess.run(
-        [sys.executable, str(MODULE), str(args_file)], capture_output=True, text=True, check=False
+        [sys.executable, str(MODULE), str(args_file)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env={**os.environ, **(env or {})},
     )
     assert result.stdout, result.stderr
     return json.loads(result.stdout)
@@ -156,3 +162,24 @@ def test_bad_input_fails_with_a_message(
 def test_a_missing_directory_is_reported(tmp_path: Path) -> None:
     result = run_module(tmp_path, path=str(tmp_path / "nowhere" / "f"), users=USERS)
     assert result["failed"] is True and "does not exist" in result["msg"]
+
+
+def test_check_mode_on_a_new_host_adds_everyone(tmp_path: Path) -> None:
+    """--check before the first run: no folder and no passlib on the host yet."""
+    hidden = tmp_path / "no-passlib"
+    (hidden / "passlib").mkdir(parents=True)
+    (hidden / "passlib" / "__init__.py").write_text("raise ImportError('not installed yet')\n")
+    path = tmp_path / "nowhere" / "f.htpasswd"
+    result = run_module(
+        tmp_path, check_mode=True, diff=True, env={"PYTHONPATH": str(hidden)},
+        path=str(path), users=USERS,
+    )  # fmt: skip
+    assert result.get("failed") is not True, result
+    assert result["changed"] is True
+    assert result["added"] == [user["name"] for user in USERS]
+    assert "alice-secret" not in json.dumps(result) and "$6$" not in json.dumps(result)
+    assert not path.parent.exists()
+    # Without --check the same call still refuses the missing folder.
+    result = run_module(tmp_path, env={"PYTHONPATH": str(hidden)}, path=str(path), users=USERS)
+    assert result["failed"] is True
+
