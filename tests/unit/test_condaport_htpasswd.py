@@ -182,4 +182,3 @@ def test_check_mode_on_a_new_host_adds_everyone(tmp_path: Path) -> None:
     # Without --check the same call still refuses the missing folder.
     result = run_module(tmp_path, env={"PYTHONPATH": str(hidden)}, path=str(path), users=USERS)
     assert result["failed"] is True
-
