@@ -32,7 +32,7 @@ from pathlib import Path
 
 from bench.bench_auth import LUA_MODULES, free_port, self_signed
 from tests.support.nginx import running
-from tests.support.render import Renderer
+from tests.support.render import Renderer, scratch_host_paths
 
 PACKAGE = "noarch/bench-pkg-1.0-0.conda"
 READER = ("reader", "reader-password-0815")
@@ -79,21 +79,9 @@ def render_primary(
         "condaport_channels": channels,
         "condaport_nginx_users": [{"name": READER[0], "password": READER[1]}],
         "condaport_edge_upstream_user": "edge",
-        "condaport_auth_dir": str(prefix / "auth"),
-        "condaport_channels_root": str(prefix / "local"),
-        "condaport_staging_root": str(prefix / "staging"),
-        "condaport_server_certificate_path": str(prefix / "cert.pem"),
-        "condaport_server_key_path": str(prefix / "key.pem"),
-        "condaport_upload_socket": str(prefix / "run/upload.sock"),
-        "condaport_nginx_cache_snippet": str(prefix / "cache.conf"),
+        **scratch_host_paths(prefix),
         "condaport_nginx_status_port": metrics_port or 0,
         "condaport_metrics_token": "",
-        "__condaport_nginx_access_log": str(prefix / "access.log"),
-        "__condaport_nginx_downloads_log": str(prefix / "downloads.log"),
-        "__condaport_nginx_downloads_public": str(prefix / "public"),
-        "__condaport_nginx_error_log": str(prefix / "error.log"),
-        "__condaport_nginx_run_dir": str(prefix / "run"),
-        "__condaport_nginx_upload_server_conf": str(prefix / "upload-server.conf"),
     }
     renderer = Renderer(["condaport", "condaport_nginx"], inventory)
     out = {

@@ -32,7 +32,7 @@ from pathlib import Path
 from bench.bench_auth import free_port, self_signed
 from condaport import index
 from tests.support.pkgbuild import build_large_conda
-from tests.support.render import Renderer
+from tests.support.render import Renderer, scratch_host_paths
 
 MIB = 1 << 20
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -79,16 +79,9 @@ def render_nginx(prefix: Path, root: Path, socket_path: Path, buffered: bool) ->
             {"name": "bench", "token": TOKEN, "channels": ["main"], "overwrite": True}
         ],
         "condaport_upload_max_size": 8 << 30,
-        "condaport_auth_dir": str(prefix / "auth"),
+        **scratch_host_paths(prefix),
         "condaport_channels_root": str(root / "channels"),
-        "condaport_staging_root": str(prefix / "staging"),
-        "condaport_server_certificate_path": str(prefix / "cert.pem"),
-        "condaport_server_key_path": str(prefix / "key.pem"),
         "condaport_upload_socket": str(socket_path),
-        "__condaport_nginx_access_log": str(prefix / "access.log"),
-        "__condaport_nginx_error_log": str(prefix / "error.log"),
-        "__condaport_nginx_run_dir": str(prefix / "run"),
-        "__condaport_nginx_upload_server_conf": str(prefix / "upload-server.conf"),
     }
     renderer = Renderer(["condaport", "condaport_nginx"], inventory)
     for name, template in TEMPLATES.items():

@@ -21,6 +21,27 @@ REPO = Path(__file__).resolve().parents[2]
 ROLES = REPO / "roles"
 
 
+def scratch_host_paths(prefix: Path) -> dict[str, str]:
+    """Inventory values that put everything a channel host keeps in /etc, /run and /var
+    (auth files, trees, staging, certificate and key, sockets, logs, snippets) into the
+    scratch folder `prefix`, for a throwaway NGINX that touches no system path."""
+    return {
+        "condaport_auth_dir": str(prefix / "auth"),
+        "condaport_channels_root": str(prefix / "local"),
+        "condaport_staging_root": str(prefix / "staging"),
+        "condaport_server_certificate_path": str(prefix / "cert.pem"),
+        "condaport_server_key_path": str(prefix / "key.pem"),
+        "condaport_upload_socket": str(prefix / "run/upload.sock"),
+        "condaport_nginx_cache_snippet": str(prefix / "cache.conf"),
+        "__condaport_nginx_access_log": str(prefix / "access.log"),
+        "__condaport_nginx_downloads_log": str(prefix / "downloads.log"),
+        "__condaport_nginx_downloads_public": str(prefix / "public"),
+        "__condaport_nginx_error_log": str(prefix / "error.log"),
+        "__condaport_nginx_run_dir": str(prefix / "run"),
+        "__condaport_nginx_upload_server_conf": str(prefix / "upload-server.conf"),
+    }
+
+
 class Renderer:
     """The variables a play applying `roles` would see, and templates rendered with them."""
 

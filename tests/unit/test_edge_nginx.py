@@ -24,7 +24,7 @@ import pytest
 
 from bench.bench_auth import free_port, self_signed
 from tests.support.nginx import NGINX, running
-from tests.support.render import Renderer
+from tests.support.render import Renderer, scratch_host_paths
 
 CACHE = "X-Condaport-Cache"
 VALIDITY = 1
@@ -134,17 +134,9 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         "condaport_nginx_listen_ipv6": False,
         "condaport_channels": [{"name": "main", "anonymous": True}],
         "condaport_nginx_users": [{"name": "edge", "password": "edge-password-0815"}],
-        # Everything the host keeps in /etc, /run, /var, here in the scratch prefix.
-        "condaport_auth_dir": str(prefix / "auth"),
-        "condaport_channels_root": str(prefix / "local"),
-        "condaport_server_certificate_path": str(prefix / "cert.pem"),
-        "condaport_server_key_path": str(prefix / "key.pem"),
-        "condaport_nginx_cache_snippet": str(prefix / "cache.conf"),
+        **scratch_host_paths(prefix),
         "condaport_edge_nginx_dir": str(prefix / "edge"),
         "condaport_edge_cache_dir": str(prefix / "edge-cache"),
-        "__condaport_nginx_access_log": str(prefix / "access.log"),
-        "__condaport_nginx_error_log": str(prefix / "error.log"),
-        "__condaport_nginx_run_dir": str(prefix / "run"),
     }
     renderer = Renderer(["condaport", "condaport_nginx", "condaport_edge"], inventory)
     out = {

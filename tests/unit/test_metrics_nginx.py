@@ -22,7 +22,7 @@ import pytest
 from bench import bench_auth
 from bench.bench_auth import LUA_MODULES, free_port, self_signed
 from tests.support.nginx import running
-from tests.support.render import Renderer
+from tests.support.render import Renderer, scratch_host_paths
 from tests.unit.test_edge_nginx import EDGE_CONF, PRIMARY_CONF
 from tests.unit.test_metrics import promtool_accepts, value
 
@@ -80,16 +80,9 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "condaport_metrics_token": TOKEN,
         "condaport_channels": [{"name": "main", "anonymous": True}],
         "condaport_nginx_users": [{"name": "edge", "password": "edge-password-0815"}],
-        "condaport_auth_dir": str(prefix / "auth"),
-        "condaport_channels_root": str(prefix / "local"),
-        "condaport_server_certificate_path": str(prefix / "cert.pem"),
-        "condaport_server_key_path": str(prefix / "key.pem"),
-        "condaport_nginx_cache_snippet": str(prefix / "cache.conf"),
+        **scratch_host_paths(prefix),
         "condaport_edge_nginx_dir": str(prefix / "edge"),
         "condaport_edge_cache_dir": str(prefix / "edge-cache"),
-        "__condaport_nginx_access_log": str(prefix / "access.log"),
-        "__condaport_nginx_error_log": str(prefix / "error.log"),
-        "__condaport_nginx_run_dir": str(prefix / "run"),
     }
     renderer = Renderer(["condaport", "condaport_nginx", "condaport_edge"], inventory)
     out = {

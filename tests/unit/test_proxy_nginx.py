@@ -27,7 +27,7 @@ import pytest
 from bench.bench_auth import free_port, self_signed
 from condaport.files import replace_atomically
 from tests.support.nginx import NGINX, running
-from tests.support.render import Renderer
+from tests.support.render import Renderer, scratch_host_paths
 
 MIRROR_PASSWORD = "mirror-upstream-Pw-0815"
 READER_PASSWORD = "reader-password-4711"
@@ -220,20 +220,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Setup]:
             {"name": "reader", "password": READER_PASSWORD, "tokens": [READ_TOKEN]}
         ],
         "condaport_proxy_index_validity": VALIDITY,
-        # Everything the host keeps in /etc, /run, /var, here in the scratch prefix.
-        "condaport_auth_dir": str(prefix / "auth"),
-        "condaport_channels_root": str(prefix / "local"),
-        "condaport_staging_root": str(prefix / "staging"),
-        "condaport_server_certificate_path": str(prefix / "cert.pem"),
-        "condaport_server_key_path": str(prefix / "key.pem"),
-        "condaport_upload_socket": str(prefix / "run/upload.sock"),
-        "condaport_nginx_cache_snippet": str(prefix / "cache.conf"),
+        **scratch_host_paths(prefix),
         "condaport_proxy_nginx_dir": str(prefix / "proxy"),
         "condaport_proxy_cache_dir": str(prefix / "proxy-cache"),
-        "__condaport_nginx_access_log": str(prefix / "access.log"),
-        "__condaport_nginx_error_log": str(prefix / "error.log"),
-        "__condaport_nginx_run_dir": str(prefix / "run"),
-        "__condaport_nginx_upload_server_conf": str(prefix / "upload-server.conf"),
     }
     renderer = Renderer(["condaport", "condaport_nginx", "condaport_proxy"], inventory)
     out = {
