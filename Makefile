@@ -77,10 +77,11 @@ unit: deps
 # times; each lane runs its scenarios one after another. An entry is scenario@release
 # (Debian 12 or 13): every scenario runs on 12, and default, uploading and clients also on
 # 13. A scenario's two releases never run at once (its containers and ports are fixed:
-# run-scenarios.sh holds a lock per scenario).
+# run-scenarios.sh holds a lock per scenario, so the order within lanes keeps them apart:
+# clients@12 first, clients@13 last).
 # Logs: artifacts/molecule-logs/<scenario>@<release>.log.
 MOLECULE_LANES ?= "default@12 acme@12 uploading@13 clients@13" \
-  "uploading@12 default@13 sample@12 clients@12" \
+  "clients@12 uploading@12 default@13 sample@12" \
   "publishing@12 edges@12 operations@12"
 
 .PHONY: molecule
