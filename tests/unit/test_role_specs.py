@@ -71,3 +71,23 @@ def test_no_default_points_into_the_playbooks(role: Path) -> None:
     replaced on upgrade): controller paths the roles write default beside the inventory."""
     for name, value in _load(role / "defaults" / "main.yml").items():
         assert "playbook_dir" not in str(value), f"{role.name}: {name} = {value}"
+
+
+@pytest.mark.parametrize(
+    ("inventory_dir", "expected"),
+    [("/srv/ops/inventories/prod", "/srv/ops/inventories/prod"), ("None", None)],
+)
+def test_the_generated_ca_is_fetched_beside_the_inventory(
+    inventory_dir: str, expected: str | None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A host-list inventory (`-i host1,`) has no folder: Ansible says "None", and the CA
+    goes to the current folder rather than a folder called None."""
+    from ansible.plugins.loader import init_plugin_loader
+
+    from tests.support.render import Renderer
+
+    init_plugin_loader()  # the default reads the environment through a lookup plugin
+    monkeypatch.setenv("PWD", str(tmp_path))
+    renderer = Renderer(["condaport", "condaport_tls"], {"inventory_dir": inventory_dir})
+    fetched = renderer.value("condaport_tls_ca_fetch_dir")
+    assert fetched == f"{expected or tmp_path}/artifacts/ca"
