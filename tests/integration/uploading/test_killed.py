@@ -36,17 +36,32 @@ def test_the_service_killed_mid_upload_serves_nothing_half_placed(
     name = package.name
     # The service's pid is looked up before, and killed directly: `systemctl kill` takes
     # tens of milliseconds over D-Bus, long enough for a small upload to be placed and
-    # indexed (the faster uploads of 0.11.0 were, once, in CI).
-    watch = (
-        "pid=$(systemctl show --property=MainPID --value condaport-upload.service);"
-        ' [ "$pid" -gt 0 ] || exit 2;'
-        " for i in $(seq 60000); do"
-        f" if ls {STAGING}/*/{name} >/dev/null 2>&1; then"
-        ' kill -KILL "$pid" && echo killed; exit 0;'
-        " fi; sleep 0.002; done; exit 1"
-    )
+    # indexed (the faster uploads of 0.11.0 were, once, in CI). The watcher polls in one
+    # process: a shell loop forking `ls` and `sleep` every few milliseconds missed the
+    # staged file once in CI (0.12.1) and then ran into the timeout.
+    staged = f"{STAGING}/*/{name}"
+    watch = f"""
+import glob, os, signal, subprocess, sys, time
+shown = subprocess.run(
+    ["systemctl", "show", "--property=MainPID", "--value", "condaport-upload.service"],
+    capture_output=True, text=True,
+)
+pid = int(shown.stdout.strip() or 0)
+if pid <= 0:
+    sys.exit(2)
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    if glob.glob({staged!r}):
+        os.kill(pid, signal.SIGKILL)
+        print("killed")
+        sys.exit(0)
+    time.sleep(0.0002)
+sys.exit(1)
+"""
     watcher = subprocess.Popen(
-        ["podman", "exec", site.container, "sh", "-c", watch], stdout=subprocess.PIPE, text=True
+        ["podman", "exec", site.container, "python3", "-c", watch],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     time.sleep(1)  # the watcher is looking
     outcome: Reply | Exception
@@ -56,7 +71,11 @@ def test_the_service_killed_mid_upload_serves_nothing_half_placed(
         )
     except (ConnectionError, http.client.HTTPException, ssl.SSLError) as exc:
         outcome = exc
-    watched, _ = watcher.communicate(timeout=300)
+    try:
+        watched, _ = watcher.communicate(timeout=30)
+    except subprocess.TimeoutExpired:  # the upload went through unseen: fail now, not at 120 s
+        watcher.kill()
+        watched, _ = watcher.communicate()
     assert "killed" in watched, "the body was not being staged when the service was killed"
     assert not isinstance(outcome, Reply) or outcome.status >= 500, outcome
     assert name not in listed(site, "main")
